@@ -1,0 +1,105 @@
+"""The one exception tree of nalar-plugin.
+
+Every error the project raises on purpose is a :class:`NalarError`. Errors from
+Dask and diskcache are mapped at the boundary to the most specific class below,
+with the original exception chained (``raise ... from exc``)::
+
+    NalarError
+    ├── ConfigError (ValueError)            bad configuration or keyword argument
+    │   └── DirectiveError                  bad @agent/@tool directive value
+    ├── PluginError                         a pluggy plugin is invalid
+    │   └── PolicyNotFoundError (LookupError)
+    ├── RuntimeStateError (RuntimeError)    no active Runtime, or a closed one
+    ├── ClusterError                        the Dask cluster failed us
+    │   ├── UnsatisfiableResourcesError     no worker can meet a resources= need
+    │   ├── WorkerLostError                 a worker died while running a call
+    │   └── CallCancelledError              the call's Dask task was cancelled
+    ├── CallTimeoutError (TimeoutError)     value(timeout=...) ran out
+    └── StateError                          the managed state store failed
+        ├── SerializationError (TypeError)  a value cannot be serialised
+        ├── StateCorruptedError             a corrupted or foreign state directory
+        └── StateReadOnlyError (PermissionError)
+
+An exception raised *inside* a call is not wrapped: ``result()`` re-raises it with
+its original type and traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CallCancelledError",
+    "CallTimeoutError",
+    "ClusterError",
+    "ConfigError",
+    "DirectiveError",
+    "NalarError",
+    "PluginError",
+    "PolicyNotFoundError",
+    "RuntimeStateError",
+    "SerializationError",
+    "StateCorruptedError",
+    "StateError",
+    "StateReadOnlyError",
+    "UnsatisfiableResourcesError",
+    "WorkerLostError",
+]
+
+
+class NalarError(Exception):
+    """Base class of every error nalar-plugin raises on purpose."""
+
+
+class ConfigError(NalarError, ValueError):
+    """A configuration value or keyword argument is invalid."""
+
+
+class DirectiveError(ConfigError):
+    """A stub directive (``stateful``, ``resources``, ...) has a bad value."""
+
+
+class PluginError(NalarError):
+    """A plugin failed validation when it was registered."""
+
+
+class PolicyNotFoundError(PluginError, LookupError):
+    """No installed policy has the requested name."""
+
+
+class RuntimeStateError(NalarError, RuntimeError):
+    """The operation needs an active Runtime, or the Runtime is closed."""
+
+
+class ClusterError(NalarError):
+    """The Dask cluster could not be reached or failed to run a call."""
+
+
+class UnsatisfiableResourcesError(ClusterError):
+    """A call asks for ``resources=`` that no worker in the cluster offers."""
+
+
+class WorkerLostError(ClusterError):
+    """The worker running a call died (Dask ``KilledWorker``)."""
+
+
+class CallCancelledError(ClusterError):
+    """The call was cancelled before it produced a result."""
+
+
+class CallTimeoutError(NalarError, TimeoutError):
+    """Waiting for a future's value took longer than the timeout."""
+
+
+class StateError(NalarError):
+    """The managed state store failed."""
+
+
+class SerializationError(StateError, TypeError):
+    """A value cannot be serialised by the store's ``serde``."""
+
+
+class StateCorruptedError(StateError):
+    """The state directory is corrupted or was not made by nalar-plugin."""
+
+
+class StateReadOnlyError(StateError, PermissionError):
+    """The state directory cannot be written."""
