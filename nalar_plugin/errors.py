@@ -9,6 +9,7 @@ with the original exception chained (``raise ... from exc``)::
     │   └── DirectiveError                  bad @agent/@tool directive value
     ├── PluginError                         a pluggy plugin is invalid
     │   └── PolicyNotFoundError (LookupError)
+    ├── CallVetoedError                     a plugin refused the call
     ├── RuntimeStateError (RuntimeError)    no active Runtime, or a closed one
     ├── ClusterError                        the Dask cluster failed us
     │   ├── UnsatisfiableResourcesError     no worker can meet a resources= need
@@ -29,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "CallCancelledError",
     "CallTimeoutError",
+    "CallVetoedError",
     "ClusterError",
     "ConfigError",
     "DirectiveError",
@@ -63,6 +65,10 @@ class PluginError(NalarError):
 
 class PolicyNotFoundError(PluginError, LookupError):
     """No installed policy has the requested name."""
+
+
+class CallVetoedError(NalarError):
+    """A plugin's ``nalar_call_veto`` hook refused the call."""
 
 
 class RuntimeStateError(NalarError, RuntimeError):

@@ -1,0 +1,161 @@
+"""What runs inside a Dask task: the call's body, with its context set.
+
+The task wrapper sets the call's context variables, so nested stub calls made by
+the body know their session and parent. In the driver's process (threads mode)
+nested calls go through the driver's Runtime and its controllers. In another
+process (worker processes, a remote cluster) a :class:`WorkerRuntime` submits
+them to the same cluster through the worker's client and reports them to the
+driver with Dask events, so they still appear in the session's graph.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from typing import Any
+
+from .context import CallContext, _call_var, _session_var
+from .future import CANCELLED, ERROR, FINISHED, Future
+from ._calls import CallMaker, replace_futures
+
+__all__ = ["CreateTarget", "MethodTarget", "WorkerRuntime", "run_call", "run_call_async"]
+
+logger = logging.getLogger(__name__)
+
+EVENT_TOPIC = "nalar-calls"
+
+# Runtimes living in this process, by token (threads mode: the worker finds the driver's).
+RUNTIMES: dict[str, Any] = {}
+# Objects of class stubs hosted in this process, by object id.
+OBJECTS: dict[str, Any] = {}
+_OBJECTS_LOCK = threading.Lock()
+
+task_runtime: contextvars.ContextVar[Any] = contextvars.ContextVar("nalar_task_runtime", default=None)
+
+
+class CreateTarget:
+    """Instantiate a class stub's class and host the object in this process."""
+
+    def __init__(self, cls: type, object_id: str) -> None:
+        self.cls = cls
+        self.object_id = object_id
+        self.is_async = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        obj = self.cls(*args, **kwargs)
+        with _OBJECTS_LOCK:
+            OBJECTS[self.object_id] = obj
+        return self.object_id
+
+
+class MethodTarget:
+    """Call a method of a hosted object."""
+
+    def __init__(self, object_id: str, method: str, is_async: bool) -> None:
+        self.object_id = object_id
+        self.method = method
+        self.is_async = is_async
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        obj = OBJECTS.get(self.object_id)
+        if obj is None:
+            from .errors import WorkerLostError
+
+            raise WorkerLostError(f"hosted object {self.object_id} is not on this worker (its worker was lost?)")
+        return getattr(obj, self.method)(*args, **kwargs)
+
+
+def _body(target: Any) -> Any:
+    fn = getattr(target, "fn", None)  # a Stub
+    return fn if fn is not None else target
+
+
+def _enter(ctx: CallContext, token: str) -> tuple[Any, ...]:
+    rt = RUNTIMES.get(token)
+    if rt is None:
+        rt = WorkerRuntime.get(token)
+    try:
+        from distributed import get_worker
+
+        ctx.executor = f"{ctx.executor or ''}@{get_worker().address}"
+    except ValueError:
+        pass
+    return (_call_var.set(ctx), _session_var.set(ctx.session), task_runtime.set(rt))
+
+
+def _exit(tokens: tuple[Any, ...]) -> None:
+    _call_var.reset(tokens[0])
+    _session_var.reset(tokens[1])
+    task_runtime.reset(tokens[2])
+
+
+def run_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: CallContext, token: str) -> Any:
+    """Run a synchronous call body on a worker thread."""
+    tokens = _enter(ctx, token)
+    try:
+        return _body(target)(*args, **kwargs)
+    finally:
+        _exit(tokens)
+
+
+async def run_call_async(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: CallContext, token: str) -> Any:
+    """Run an ``async def`` call body on the worker's event loop."""
+    tokens = _enter(ctx, token)
+    try:
+        return await _body(target)(*args, **kwargs)
+    finally:
+        _exit(tokens)
+
+
+class WorkerRuntime(CallMaker):
+    """Makes nested calls from a worker process that has no Runtime of its own."""
+
+    _instances: dict[str, WorkerRuntime] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    @classmethod
+    def get(cls, token: str) -> WorkerRuntime:
+        with cls._lock:
+            rt = cls._instances.get(token)
+            if rt is None:
+                rt = cls._instances[token] = cls(token)
+            return rt
+
+    def _emit(self, ctx: CallContext, status: str) -> None:
+        try:
+            from distributed import get_worker
+
+            get_worker().log_event(EVENT_TOPIC, {**ctx.to_dict(), "status": status, "token": self.token})
+        except Exception:  # outside a task, nobody listens
+            logger.debug("could not report call %s", ctx.call_id)
+
+    def submit_call(self, stub: Any, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Future:
+        """Submit a nested call straight to the cluster (see the module docstring)."""
+        from distributed import get_client
+
+        call, deps = self.prepare(stub, stub.name, stub.method, args, kwargs, options)
+        ctx = call.context
+        self._emit(ctx, "pending")
+        client = get_client()
+        fn = run_call_async if stub.is_async else run_call
+        a = replace_futures(args, lambda f: f._dask_future)
+        kw = replace_futures(kwargs, lambda f: f._dask_future)
+        dask_future = client.submit(
+            fn, stub, a, kw, ctx, self.token,
+            key=f"{ctx.component}-{ctx.call_id}", pure=False, priority=int(ctx.priority),
+            resources=dict(stub.directives.resources) or None,
+        )
+        call.future._attach(dask_future)
+
+        def done(df: Any) -> None:
+            state = {"finished": FINISHED, "error": ERROR}.get(df.status, CANCELLED)
+            call.future._finish(state)
+            self._emit(ctx, state)
+
+        dask_future.add_done_callback(done)
+        return call.future

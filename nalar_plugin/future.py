@@ -1,0 +1,372 @@
+"""The future a stub call returns.
+
+A :class:`Future` exists before any Dask task does: the call waits in its local
+controller's queue until it is admitted (late binding), and only then becomes a
+Dask task. Its value stays in the cluster until someone asks for it.
+
+Code written for plain values works on futures: using a future as a value
+(``len``, iteration, indexing, attribute access, ``str``, comparison, arithmetic)
+materialises it, exactly as :func:`value` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import threading
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from .context import CallContext
+from .errors import CallCancelledError, CallTimeoutError, RuntimeStateError, WorkerLostError
+
+if TYPE_CHECKING:
+    import distributed
+
+__all__ = ["Future", "value"]
+
+logger = logging.getLogger(__name__)
+
+PENDING = "pending"  # waiting for its inputs
+QUEUED = "queued"  # in a local controller's queue
+RUNNING = "running"  # admitted: a Dask task exists
+FINISHED = "finished"
+ERROR = "error"
+CANCELLED = "cancelled"
+_DONE = (FINISHED, ERROR, CANCELLED)
+
+_MISSING: Any = object()
+
+
+def _in_task_thread() -> bool:
+    try:
+        from distributed.worker import thread_state
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return getattr(thread_state, "key", None) is not None and getattr(
+        thread_state, "proceed", True
+    )
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _map_dask_error(exc: BaseException) -> BaseException:
+    """Map Dask's own failures to the project's errors; leave user errors alone."""
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # pragma: no cover
+        return exc
+    if isinstance(exc, KilledWorker):
+        err: BaseException = WorkerLostError(str(exc))
+        err.__cause__ = exc
+        return err
+    if isinstance(exc, (asyncio.CancelledError,)) or type(exc).__name__ == "FutureCancelledError":
+        err = CallCancelledError(str(exc) or "the call was cancelled")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+class Future:
+    """A handle on the result of one call, carrying its :class:`CallContext`.
+
+    Use :meth:`available`, :meth:`value`/:meth:`result`, ``await``, :meth:`done`
+    and :meth:`add_done_callback`. Futures may be passed as arguments to other
+    stubs, also inside lists and dicts: that makes a dependency, and the
+    dependent call is released as soon as its inputs exist.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_dask_future",
+        "_event",
+        "_exception",
+        "_lock",
+        "_state",
+        "_value",
+        "context",
+        "__weakref__",
+    )
+
+    def __init__(self, context: CallContext) -> None:
+        self.context = context
+        self._state = PENDING
+        self._dask_future: distributed.Future | None = None
+        self._value: Any = _MISSING
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Future], Any]] = []
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+
+    # -- state -----------------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        """The id of the call (and the key of its Dask task)."""
+        return self.context.call_id
+
+    @property
+    def status(self) -> str:
+        """One of ``pending``, ``queued``, ``running``, ``finished``, ``error``, ``cancelled``."""
+        return self._state
+
+    def done(self) -> bool:
+        """Return True once the call finished, failed or was cancelled."""
+        return self._state in _DONE
+
+    def available(self) -> bool:
+        """Return True when the value can be read without waiting (the paper's ``available()``)."""
+        return self._state == FINISHED
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the call and return its exception, or ``None`` if it succeeded."""
+        self._wait(timeout)
+        if self._state == FINISHED:
+            return None
+        self._fetch()
+        return self._exception
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` when the call is done (at once if it already is).
+
+        Callbacks run in the thread that completes the future; exceptions they
+        raise are logged and contained.
+        """
+        with self._lock:
+            if self._state not in _DONE:
+                self._callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
+    def _run_callback(self, fn: Callable[[Future], Any]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            logger.exception("done callback %r of call %s failed", fn, self.call_id)
+
+    # -- completion (used by the runtime) ---------------------------------
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            if self._state not in _DONE:
+                self._state = state
+
+    def _attach(self, dask_future: distributed.Future) -> None:
+        self._dask_future = dask_future
+        self._set_state(RUNNING)
+
+    def _finish(self, state: str, *, value: Any = _MISSING, exception: BaseException | None = None) -> bool:
+        with self._lock:
+            if self._state in _DONE:
+                return False
+            self._state = state
+            if value is not _MISSING:
+                self._value = value
+            if exception is not None:
+                self._exception = exception
+            callbacks, self._callbacks = self._callbacks, []
+        self._event.set()
+        for fn in callbacks:
+            self._run_callback(fn)
+        return True
+
+    # -- waiting ---------------------------------------------------------
+    def _wait(self, timeout: float | None) -> None:
+        if self._state in _DONE:
+            return
+        if _on_event_loop() and not _in_task_thread():
+            raise RuntimeStateError(
+                f"call {self.call_id} is not done and blocking would freeze this event loop; "
+                "use `await future` inside async code"
+            )
+        seceded = False
+        if _in_task_thread():
+            # Waiting inside a running call gives its worker slot back, so nested
+            # calls never deadlock when every slot is taken.
+            from distributed import secede
+
+            secede()
+            seceded = True
+        try:
+            if not self._event.wait(timeout):
+                raise CallTimeoutError(f"call {self.call_id} did not finish within {timeout} s")
+        finally:
+            if seceded:
+                from distributed import rejoin
+
+                rejoin()
+
+    def _fetch(self) -> None:
+        """Bring the value (or the exception) from the cluster to this process."""
+        if self._value is not _MISSING or self._exception is not None:
+            return
+        fut = self._dask_future
+        if fut is None:  # pragma: no cover - a finished future always has a task
+            raise RuntimeStateError(f"call {self.call_id} has no task")
+        try:
+            val = fut.result()
+        except BaseException as exc:  # the call's own exception, re-raised with its traceback
+            self._exception = _map_dask_error(exc)
+        else:
+            self._value = val
+
+    def value(self, timeout: float | None = None) -> Any:
+        """Wait for the call and return its value.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            The value the call returned.
+
+        Raises:
+            CallTimeoutError: The call did not finish in time.
+            Exception: Whatever the call raised, with its original type and traceback.
+        """
+        self._wait(timeout)
+        self._fetch()
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Alias of :meth:`value`, as on ``concurrent.futures.Future``."""
+        return self.value(timeout)
+
+    async def _avalue(self) -> Any:
+        if self._state not in _DONE:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: Future) -> None:
+                loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+
+            self.add_done_callback(wake)
+            await waiter
+        if self._value is _MISSING and self._exception is None:
+            fut = self._dask_future
+            if fut is not None and getattr(fut.client, "asynchronous", False):
+                try:
+                    self._value = await fut
+                except BaseException as exc:
+                    self._exception = _map_dask_error(exc)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._avalue().__await__()
+
+    # -- plain-value behaviour ---------------------------------------------
+    def __repr__(self) -> str:
+        ctx = self.context
+        return f"<nalar.Future {ctx.component}.{ctx.method} call={ctx.call_id} session={ctx.session} {self._state}>"
+
+    def __str__(self) -> str:
+        return str(self.value())
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return getattr(self.value(), name)
+
+    def __len__(self) -> int:
+        return len(self.value())
+
+    def __iter__(self) -> Any:
+        return iter(self.value())
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self.value()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.value()[key]
+
+    def __bool__(self) -> bool:
+        return bool(self.value())
+
+    def __int__(self) -> int:
+        return int(self.value())
+
+    def __float__(self) -> float:
+        return float(self.value())
+
+    def __index__(self) -> int:
+        return operator.index(self.value())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.value()(*args, **kwargs)
+
+    # A future hashes by identity so it can sit in sets and dict keys; equality
+    # compares values, as plain code expects.
+    __hash__ = object.__hash__
+
+    def __reduce__(self) -> Any:
+        # Shipping a future materialises it: the receiver gets the value.
+        return (_identity, (self.value(),))
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _binary(op: Callable[[Any, Any], Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def fwd(self: Future, other: Any) -> Any:
+        return op(self.value(), value(other))
+
+    def rev(self: Future, other: Any) -> Any:
+        return op(value(other), self.value())
+
+    return fwd, rev
+
+
+for _name, _op in {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+    "matmul": operator.matmul,
+    "and": operator.and_,
+    "or": operator.or_,
+    "xor": operator.xor,
+}.items():
+    _fwd, _rev = _binary(_op)
+    setattr(Future, f"__{_name}__", _fwd)
+    setattr(Future, f"__r{_name}__", _rev)
+
+for _name, _op in {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}.items():
+    setattr(Future, f"__{_name}__", _binary(_op)[0])
+
+for _name, _op1 in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}.items():
+    setattr(Future, f"__{_name}__", lambda self, _f=_op1: _f(self.value()))
+
+
+def value(x: Any, timeout: float | None = None) -> Any:
+    """Return the value of a future, or ``x`` itself when it is a plain value.
+
+    Lists, tuples and dicts are walked, so ``value([f1, f2])`` returns their values.
+    """
+    if isinstance(x, Future):
+        return x.value(timeout)
+    if type(x) in (list, tuple):
+        return type(x)(value(v, timeout) for v in x)
+    if type(x) is dict:
+        return {k: value(v, timeout) for k, v in x.items()}
+    return x

@@ -1,0 +1,145 @@
+"""What a policy sees (the snapshot) and what it returns (decisions).
+
+These follow the policy interface of the paper's Table 2. Records are small
+dataclasses; a snapshot aggregates per instance and per session, so its size
+grows with instances and sessions, never with the number of futures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ComponentStats",
+    "Decision",
+    "InstanceStats",
+    "Kill",
+    "Migrate",
+    "Provision",
+    "Route",
+    "RouteWeights",
+    "SessionStats",
+    "SetPriority",
+    "Snapshot",
+]
+
+
+@dataclass
+class InstanceStats:
+    """Aggregated metrics of one instance, as its local controller keeps them."""
+
+    instance: str
+    component: str
+    queue_len: int
+    in_flight: int
+    capacity: int | None
+    completed: int
+    busy_s: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+
+    @property
+    def load(self) -> int:
+        """Queued plus in-flight calls."""
+        return self.queue_len + self.in_flight
+
+
+@dataclass
+class ComponentStats:
+    """A component and its instances."""
+
+    component: str
+    instances: dict[str, InstanceStats]
+
+    @property
+    def load(self) -> int:
+        """Queued plus in-flight calls over every instance."""
+        return sum(i.load for i in self.instances.values())
+
+
+@dataclass
+class SessionStats:
+    """Per-session service metrics."""
+
+    session: str
+    attained_s: float = 0.0
+    waiting_s: float = 0.0
+    queued: int = 0
+    in_flight: int = 0
+    completed: int = 0
+    location: dict[str, str] = field(default_factory=dict)  # component -> instance
+    deadline: float | None = None
+    priority: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    """What a policy sees at one tick."""
+
+    time: float
+    tick: int
+    components: dict[str, ComponentStats]
+    sessions: dict[str, SessionStats]
+    futures: int  # outstanding (queued + in flight) calls
+
+    def instances(self) -> dict[str, InstanceStats]:
+        """Every instance of every component, by id."""
+        return {i: s for c in self.components.values() for i, s in c.instances.items()}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Base class of a policy decision."""
+
+
+@dataclass(frozen=True)
+class Route(Decision):
+    """Send the session's new calls to ``component`` to ``instance``."""
+
+    session: str
+    component: str
+    instance: str
+
+
+@dataclass(frozen=True)
+class RouteWeights(Decision):
+    """Spread new calls of sessions without a route over instances by weight."""
+
+    component: str
+    instances: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SetPriority(Decision):
+    """Set the session's priority (higher first); reorders calls already queued."""
+
+    session: str
+    value: float
+    component: str | None = None
+
+
+@dataclass(frozen=True)
+class Migrate(Decision):
+    """Move the session's queued calls and its affinity from ``src`` to ``dst``."""
+
+    session: str
+    src_instance: str
+    dst_instance: str
+
+
+@dataclass(frozen=True)
+class Provision(Decision):
+    """Add an instance of ``component`` (through the provisioner hook)."""
+
+    component: str
+    where: Any = None
+
+
+@dataclass(frozen=True)
+class Kill(Decision):
+    """Remove ``instance`` (through the provisioner hook)."""
+
+    instance: str

@@ -1,0 +1,212 @@
+"""``@agent`` and ``@tool``: stubs that turn calls into futures.
+
+Under an active :class:`~nalar_plugin.Runtime` a call to a stub returns a
+:class:`~nalar_plugin.Future` at once. With no Runtime active the decorated code
+runs as plain Python and returns plain values, so the same workflow runs with and
+without nalar.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .errors import DirectiveError
+
+__all__ = ["ClassStub", "Directives", "Stub", "agent", "tool"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Directives:
+    """The paper's per-component directives, validated on construction.
+
+    Attributes:
+        kind: ``"agent"`` or ``"tool"``.
+        stateful: The component keeps per-session state (session affinity).
+        batchable: Calls may be batched by the instance.
+        preemptable: A running call may be preempted by the controllers.
+        min_instances: Instances the controllers keep at least.
+        max_instances: Instances the controllers allow at most (``None``: no bound).
+        resources: Dask worker resources one call needs, e.g. ``{"GPU": 1}``.
+        idempotent: The call may run again freely (no journal replay needed).
+        max_concurrency: Concurrent calls per instance (``None``: no bound).
+    """
+
+    kind: str = "agent"
+    stateful: bool = False
+    batchable: bool = False
+    preemptable: bool = False
+    min_instances: int = 1
+    max_instances: int | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)
+    idempotent: bool = False
+    max_concurrency: int | None = None
+
+    def validate(self, name: str) -> None:
+        """Raise :class:`DirectiveError` naming ``name`` if a value is bad."""
+
+        def bad(directive: str, why: str) -> DirectiveError:
+            return DirectiveError(f"@{self.kind} {name!r}: directive {directive}={getattr(self, directive)!r} {why}")
+
+        for flag in ("stateful", "batchable", "preemptable", "idempotent"):
+            if not isinstance(getattr(self, flag), bool):
+                raise bad(flag, "must be True or False")
+        if not _is_int(self.min_instances) or self.min_instances < 0:
+            raise bad("min_instances", "must be an integer >= 0")
+        if self.max_instances is not None:
+            if not _is_int(self.max_instances) or self.max_instances < 1:
+                raise bad("max_instances", "must be an integer >= 1 or None")
+            if self.max_instances < self.min_instances:
+                raise bad("max_instances", f"is below min_instances={self.min_instances}")
+        if self.max_concurrency is not None and (not _is_int(self.max_concurrency) or self.max_concurrency < 1):
+            raise bad("max_concurrency", "must be an integer >= 1 or None")
+        if not isinstance(self.resources, Mapping):
+            raise bad("resources", "must be a mapping such as {'GPU': 1}")
+        for key, amount in self.resources.items():
+            if not isinstance(key, str) or not key:
+                raise bad("resources", f"has a key {key!r} that is not a resource name")
+            if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or amount <= 0:
+                raise bad("resources", f"asks for {amount!r} of {key!r}; amounts must be numbers > 0")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _active_runtime() -> Any:
+    from .runtime import active_runtime
+
+    return active_runtime()
+
+
+class Stub:
+    """A decorated function. Calling it makes a call; see :func:`agent`."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, directives: Directives, method: str = "__call__") -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name
+        self.method = method
+        self.directives = directives
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._options: dict[str, Any] = {}
+
+    def options(self, **options: Any) -> Stub:
+        """Return this stub with call options: ``priority``, ``deadline``, ``session``."""
+        allowed = {"priority", "deadline", "session"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise DirectiveError(f"{self.name}: unknown call option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        clone = Stub(self.fn, self.name, self.directives, self.method)
+        clone._options = {**self._options, **options}
+        return clone
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        rt = _active_runtime()
+        if rt is None:
+            return self.fn(*args, **kwargs)
+        return rt.submit_call(self, args, kwargs, **self._options)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        # A stub defined on a plain class behaves like a method.
+        if obj is None:
+            return self
+        return functools.partial(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<nalar {self.directives.kind} {self.name}>"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_stub, (self.fn, self.name, self.directives, self.method, self._options))
+
+
+def _rebuild_stub(fn: Callable[..., Any], name: str, directives: Directives, method: str, options: dict[str, Any]) -> Stub:
+    stub = Stub(fn, name, directives, method)
+    stub._options = options
+    return stub
+
+
+class ClassStub:
+    """A decorated class. Instantiating it under a Runtime hosts the object on a worker.
+
+    Each public method of the object becomes a stub: calling it returns a future,
+    and the call runs against the one hosted object, so its attributes persist
+    between calls. With no Runtime active the class is instantiated normally.
+    """
+
+    def __init__(self, cls: type, name: str, directives: Directives) -> None:
+        functools.update_wrapper(self, cls, updated=())
+        self.cls = cls
+        self.name = name
+        self.directives = directives
+        self.methods = sorted(
+            n for n, v in inspect.getmembers(cls) if callable(v) and not n.startswith("_")
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        rt = _active_runtime()
+        if rt is None:
+            return self.cls(*args, **kwargs)
+        return rt.host_object(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<nalar {self.directives.kind} class {self.name}>"
+
+
+def _decorate(kind: str, target: Any, name: str | None, directives: dict[str, Any]) -> Any:
+    if not callable(target):
+        raise DirectiveError(f"@{kind} decorates functions and classes, not {type(target).__name__}")
+    label = name or getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+    try:
+        d = Directives(kind=kind, **directives)
+    except TypeError as exc:
+        raise DirectiveError(f"@{kind} {label!r}: {exc}") from exc
+    d.validate(label)
+    if inspect.isclass(target):
+        return ClassStub(target, label, d)
+    return Stub(target, label, d)
+
+
+@overload
+def agent(fn: F, /) -> F: ...
+@overload
+def agent(fn: None = None, /, *, name: str | None = None, **directives: Any) -> Callable[[F], F]: ...
+def agent(fn: Any = None, /, *, name: str | None = None, **directives: Any) -> Any:
+    """Declare an agent component: a function (sync or async) or a class.
+
+    Args:
+        fn: The function or class, when used as a bare ``@agent``.
+        name: Component name (default: the qualified name).
+        **directives: ``stateful``, ``batchable``, ``preemptable``, ``min_instances``,
+            ``max_instances``, ``resources``, ``max_concurrency``.
+
+    Returns:
+        A stub (or a decorator making one).
+
+    Raises:
+        DirectiveError: A directive is unknown or has a bad value.
+    """
+    if fn is None:
+        return lambda f: _decorate("agent", f, name, directives)
+    return _decorate("agent", fn, name, directives)
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(fn: None = None, /, *, name: str | None = None, **directives: Any) -> Callable[[F], F]: ...
+def tool(fn: Any = None, /, *, name: str | None = None, **directives: Any) -> Any:
+    """Declare a tool component; the same as :func:`agent` plus ``idempotent``.
+
+    A tool's committed effects are never repeated on retry or replay unless it
+    declares ``idempotent=True``.
+    """
+    if fn is None:
+        return lambda f: _decorate("tool", f, name, directives)
+    return _decorate("tool", fn, name, directives)
