@@ -142,7 +142,8 @@ class CallMaker:
     def record_remote(self, data: dict[str, Any]) -> None:
         """Record a call made on a worker in another process (from a Dask event)."""
         status = data.pop("status", "pending")
-        ctx = CallContext(**data)
+        known = CallContext.__dataclass_fields__
+        ctx = CallContext(**{k: v for k, v in data.items() if k in known})
         with self._graph_lock:
             nodes = self._graphs.setdefault(ctx.session, {})
             node = nodes.get(ctx.call_id)

@@ -160,11 +160,22 @@ class Runtime(CallMaker):
             if self in _ACTIVE:
                 _ACTIVE.remove(self)
         _task.RUNTIMES.pop(self.token, None)
+        # Closing an embedded cluster with results still held makes Dask log that
+        # it "lost computed tasks"; nothing is lost that anyone can still ask for.
+        quiet = [logging.getLogger(n) for n in ("distributed.scheduler", "distributed.core", "distributed.worker")]
+        levels = [q.level for q in quiet]
+        if self.cluster is not None:
+            for q in quiet:
+                q.setLevel(logging.CRITICAL)
         try:
             self.client.close()
         finally:
-            if self.cluster is not None:
-                self.cluster.close()
+            try:
+                if self.cluster is not None:
+                    self.cluster.close()
+            finally:
+                for q, lvl in zip(quiet, levels):
+                    q.setLevel(lvl)
 
     def __enter__(self) -> Runtime:
         return self

@@ -8,6 +8,7 @@ without nalar.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import numbers
@@ -75,6 +76,14 @@ class Directives:
                 raise bad("resources", f"asks for {amount!r} of {key!r}; amounts must be numbers > 0")
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -105,11 +114,16 @@ class Stub:
             raise DirectiveError(f"{self.name}: unknown call option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         clone = Stub(self.fn, self.name, self.directives, self.method)
         clone._options = {**self._options, **options}
+        clone._origin = self.__origin__()
         return clone
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         rt = _active_runtime()
         if rt is None:
+            if self.is_async and not _loop_running():
+                # Sync code calling an async stub gets its value, as it would
+                # from a future's value(): the same workflow runs either way.
+                return asyncio.run(self.fn(*args, **kwargs))
             return self.fn(*args, **kwargs)
         return rt.submit_call(self, args, kwargs, **self._options)
 
@@ -123,7 +137,36 @@ class Stub:
         return f"<nalar {self.directives.kind} {self.name}>"
 
     def __reduce__(self) -> Any:
+        # A stub importable by name travels by reference, so the worker runs the
+        # module's own code (tracebacks name the real file); one defined in
+        # __main__ or a closure travels by value.
+        module = getattr(self.fn, "__module__", None)
+        qualname = getattr(self.fn, "__qualname__", "")
+        if module and module != "__main__" and "<locals>" not in qualname and _lookup(module, qualname) is self.__origin__():
+            return (_import_stub, (module, qualname, self.method, self._options))
         return (_rebuild_stub, (self.fn, self.name, self.directives, self.method, self._options))
+
+    def __origin__(self) -> Any:
+        return getattr(self, "_origin", self)
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    import sys
+
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _import_stub(module: str, qualname: str, method: str, options: dict[str, Any]) -> Stub:
+    import importlib
+
+    importlib.import_module(module)
+    stub = _lookup(module, qualname)
+    if options:
+        stub = stub.options(**options)
+    return stub
 
 
 def _rebuild_stub(fn: Callable[..., Any], name: str, directives: Directives, method: str, options: dict[str, Any]) -> Stub:

@@ -1,0 +1,662 @@
+"""The diskcache-backed key-value store that all state components share.
+
+One :class:`Store` is one directory. It holds a marker file that names the
+format and its version, and a diskcache ``Cache`` (one SQLite database plus
+files for large values). diskcache is safe across threads and processes;
+:meth:`Store.transact` locks the database for a read-modify-write.
+
+Nothing here ever unpickles. Keys must be ``str`` (diskcache pickles other key
+types, and two equal tuples can pickle to different bytes and miss each other).
+Values are written as ``bytes`` only, and the diskcache ``Disk`` in use refuses
+to load a pickled row, so a tampered database cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
+
+from nalar_plugin.errors import (
+    ConfigError,
+    NalarError,
+    SerializationError,
+    StateCorruptedError,
+    StateError,
+    StateReadOnlyError,
+)
+from nalar_plugin.state._encoding import dumps_value, loads_value
+from nalar_plugin.state.serde import SerdeProtocol, default_serde
+
+__all__ = ["FORMAT_VERSION", "MARKER_NAME", "Store"]
+
+MARKER_NAME: Final = "nalar-state.json"
+"""Name of the file that identifies a nalar state directory."""
+
+FORMAT_VERSION: Final = 1
+"""Version of the on-disk layout written by this code."""
+
+_FORMAT_NAME: Final = "nalar-state"
+_MARKER_TMP_PREFIX: Final = ".nalar-state.tmp-"
+_DEFAULT_TIMEOUT: Final = 60.0
+_PAGE_SIZE: Final = 512
+
+# Stored blobs start with a tag byte so a typed value and raw bytes cannot be
+# confused when read back through the wrong method.
+_TAG_BYTES: Final = 0
+_TAG_TYPED: Final = 1
+
+_MISSING: Final = object()
+
+
+class _SafeDisk(diskcache.Disk):
+    """A diskcache ``Disk`` that only handles ``str`` keys and ``bytes`` values.
+
+    The stock ``Disk`` pickles any other key or value and unpickles rows
+    marked as pickled; this one refuses both directions.
+    """
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise SerializationError(
+                f"state store keys must be str, got {type(key).__name__}"
+            )
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw or not isinstance(key, str):
+            raise StateCorruptedError("the state database holds a non-string key")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        if type(value) is not bytes or read:
+            raise SerializationError(
+                f"state store values must be bytes, got {type(value).__name__}"
+            )
+        return super().store(value, read, key)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        if read or mode not in (MODE_RAW, MODE_BINARY):
+            raise StateCorruptedError(
+                f"refusing to load a state row stored in diskcache mode {mode} "
+                "(only raw bytes are written by nalar-plugin)"
+            )
+        return super().fetch(mode, filename, value, read)
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """Return the smallest string greater than every string starting with prefix.
+
+    Args:
+        prefix: The prefix.
+
+    Returns:
+        The bound, or ``None`` when there is none (empty prefix, or only
+        U+10FFFF characters).
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1])
+        if code < 0x10FFFF:
+            code += 1
+            if 0xD800 <= code <= 0xDFFF:
+                # Surrogates cannot be stored; the next storable code point
+                # keeps the bound correct.
+                code = 0xE000
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _check_key(key: object, *, what: str = "key") -> str:
+    if not isinstance(key, str):
+        raise SerializationError(
+            f"state store {what}s must be str, got {type(key).__name__}: {key!r}"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"state store {what} {key!r} is not valid Unicode text"
+        ) from exc
+    return key
+
+
+def _is_read_only(exc: OSError) -> bool:
+    return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class Store:
+    """A string-keyed store in a directory, shared by threads and processes.
+
+    Args:
+        path: The state directory. It is created (mode ``0700``) if missing.
+        serde: How values given to :meth:`set` are serialised. Defaults to
+            :func:`~nalar_plugin.state.serde.default_serde`, which never
+            pickles.
+        timeout: Seconds to wait for the database lock before failing.
+
+    Raises:
+        ConfigError: ``timeout`` is not positive or ``path`` is not a path.
+        StateCorruptedError: The directory holds files but no nalar marker, the
+            marker is unreadable or from a newer format, or the database is
+            corrupted.
+        StateReadOnlyError: The directory cannot be created or written.
+        StateError: Any other failure to open the database.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serde: SerdeProtocol | None = None,
+        timeout: float = _DEFAULT_TIMEOUT,
+    ) -> None:
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number, got {timeout!r}")
+        try:
+            self._path = Path(os.fspath(path)).expanduser().absolute()
+        except TypeError as exc:
+            raise ConfigError(f"path must be a str or os.PathLike, got {path!r}") from exc
+        self._custom_serde = serde
+        self._serde: SerdeProtocol = serde if serde is not None else default_serde()
+        self._timeout = float(timeout)
+        self._closed = False
+        _prepare_directory(self._path)
+        try:
+            with self._guard("open the state database"):
+                self._cache = diskcache.Cache(
+                    str(self._path),
+                    timeout=self._timeout,
+                    disk=_SafeDisk,
+                    # The default policy evicts entries once the directory
+                    # passes 1 GiB; state must never disappear silently.
+                    eviction_policy="none",
+                    statistics=False,
+                    tag_index=False,
+                )
+        except BaseException:
+            self._closed = True
+            raise
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The state directory."""
+        return self._path
+
+    @property
+    def serde(self) -> SerdeProtocol:
+        """The serialiser used by :meth:`get` and :meth:`set`."""
+        return self._serde
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for the database lock."""
+        return self._timeout
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -- typed values -------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read and deserialise a value.
+
+        Args:
+            key: The key.
+            default: Returned when the key is missing or expired.
+
+        Returns:
+            The value, or ``default``.
+
+        Raises:
+            SerializationError: ``key`` is not a str.
+            StateCorruptedError: The stored bytes cannot be decoded.
+            StateError: The database failed.
+        """
+        blob = self._fetch(key)
+        if blob is None:
+            return default
+        if blob[:1] == bytes([_TAG_BYTES]):
+            # Raw bytes written by set_bytes() read back as a bytes value.
+            return blob[1:]
+        if len(blob) < 2 or blob[0] != _TAG_TYPED:
+            raise StateCorruptedError(f"value at key {key!r} has an unknown format")
+        type_len = blob[1]
+        type_ = blob[2 : 2 + type_len].decode("utf-8", errors="replace")
+        return loads_value(self._serde, type_, blob[2 + type_len :], what=f"key {key!r}")
+
+    def set(self, key: str, value: Any, *, expire: float | None = None) -> None:
+        """Serialise and write a value.
+
+        The value is serialised before anything is written, so a value that
+        cannot be serialised leaves the store unchanged.
+
+        Args:
+            key: The key.
+            value: The value.
+            expire: Seconds until the entry expires; ``None`` keeps it forever.
+
+        Raises:
+            SerializationError: ``key`` is not a str, or the serde cannot
+                serialise ``value`` (the message names the key and the type).
+            StateError: The database failed.
+        """
+        _check_key(key)
+        type_, payload = dumps_value(self._serde, value, what=f"key {key!r}")
+        type_bytes = type_.encode("utf-8")
+        if len(type_bytes) > 255:
+            raise SerializationError(
+                f"cannot serialise key {key!r}: type tag {type_!r} is too long"
+            )
+        self._put(key, bytes([_TAG_TYPED, len(type_bytes)]) + type_bytes + payload, expire)
+
+    # -- raw bytes ----------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """Read raw bytes written by :meth:`set_bytes`.
+
+        Args:
+            key: The key.
+
+        Returns:
+            The bytes, or ``None`` when the key is missing or expired.
+
+        Raises:
+            StateCorruptedError: The key holds a typed value, not raw bytes.
+            StateError: The database failed.
+        """
+        blob = self._fetch(key)
+        if blob is None:
+            return None
+        if blob[:1] != bytes([_TAG_BYTES]):
+            raise StateCorruptedError(
+                f"key {key!r} holds a typed value; read it with get(), not get_bytes()"
+            )
+        return blob[1:]
+
+    def set_bytes(self, key: str, data: bytes, *, expire: float | None = None) -> None:
+        """Write raw bytes, bypassing the serde.
+
+        Components that frame their own records (the checkpointer, the caches)
+        use this so their layout does not depend on the user's serde.
+
+        Args:
+            key: The key.
+            data: The bytes.
+            expire: Seconds until the entry expires; ``None`` keeps it forever.
+
+        Raises:
+            SerializationError: ``key`` is not a str or ``data`` is not bytes.
+            StateError: The database failed.
+        """
+        _check_key(key)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerializationError(
+                f"cannot write key {key!r}: set_bytes() needs bytes, "
+                f"got {type(data).__name__}"
+            )
+        self._put(key, bytes([_TAG_BYTES]) + bytes(data), expire)
+
+    # -- keys ---------------------------------------------------------------
+
+    def delete(self, key: str) -> bool:
+        """Delete a key.
+
+        Args:
+            key: The key.
+
+        Returns:
+            Whether the key existed.
+
+        Raises:
+            StateError: The database failed.
+        """
+        _check_key(key)
+        self._check_open()
+        with self._guard(f"delete key {key!r}"):
+            return bool(self._cache.delete(key))
+
+    def contains(self, key: str) -> bool:
+        """Whether a key exists and has not expired.
+
+        Args:
+            key: The key.
+
+        Returns:
+            ``True`` if present.
+
+        Raises:
+            StateError: The database failed.
+        """
+        _check_key(key)
+        self._check_open()
+        with self._guard(f"look up key {key!r}"):
+            return key in self._cache
+
+    def __contains__(self, key: object) -> bool:
+        return self.contains(key)  # type: ignore[arg-type]
+
+    def touch(self, key: str, *, expire: float | None) -> bool:
+        """Change the expiry of an existing key.
+
+        Args:
+            key: The key.
+            expire: Seconds from now until it expires; ``None`` for never.
+
+        Returns:
+            Whether the key existed.
+
+        Raises:
+            StateError: The database failed.
+        """
+        _check_key(key)
+        self._check_open()
+        with self._guard(f"touch key {key!r}"):
+            return bool(self._cache.touch(key, expire=expire))
+
+    def keys(
+        self, prefix: str = "", *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[str]:
+        """Iterate over the live keys that start with ``prefix``, in sorted order.
+
+        Keys are read a page at a time, so writes made while iterating do not
+        break the iteration (they may or may not be seen).
+
+        Args:
+            prefix: Only keys starting with this.
+            reverse: Iterate from the largest key down.
+            limit: Stop after this many keys.
+
+        Yields:
+            The keys.
+
+        Raises:
+            StateError: The database failed.
+        """
+        _check_key(prefix, what="prefix")
+        self._check_open()
+        upper = _prefix_upper_bound(prefix)
+        emitted = 0
+        cursor: str | None = None
+        while True:
+            page = self._key_page(prefix, upper, cursor, reverse)
+            for key in page:
+                yield key
+                emitted += 1
+                if limit is not None and emitted >= limit:
+                    return
+            if len(page) < _PAGE_SIZE:
+                return
+            cursor = page[-1]
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key that starts with ``prefix``, atomically.
+
+        Args:
+            prefix: The prefix; ``""`` deletes everything.
+
+        Returns:
+            The number of keys deleted.
+
+        Raises:
+            StateError: The database failed.
+        """
+        with self.transact():
+            doomed = list(self.keys(prefix))
+            with self._guard(f"delete keys under {prefix!r}"):
+                for key in doomed:
+                    self._cache.delete(key)
+        return len(doomed)
+
+    # -- transactions and lifecycle -------------------------------------------
+
+    @contextlib.contextmanager
+    def transact(self) -> Iterator[Store]:
+        """Lock the store for an atomic read-modify-write.
+
+        Other writers, in this or any other process, wait until the block ends
+        (up to ``timeout`` seconds). Reads and writes made inside the block are
+        committed together, or rolled back if the block raises. Transactions
+        nest within one thread and cannot be shared between threads.
+
+        Yields:
+            This store.
+
+        Raises:
+            StateError: The lock could not be taken in time, or the commit failed.
+        """
+        self._check_open()
+        manager = self._cache.transact(retry=False)
+        with self._guard("begin a transaction"):
+            manager.__enter__()
+        try:
+            yield self
+        except BaseException as exc:
+            # Only errors from the rollback itself are mapped; the caller's own
+            # exception is re-raised untouched.
+            with self._guard("roll back a transaction"):
+                suppressed = manager.__exit__(type(exc), exc, exc.__traceback__)
+            if not suppressed:
+                raise
+        else:
+            with self._guard("commit a transaction"):
+                manager.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """Close the database connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._cache.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles by path: the receiving process (e.g. a Dask worker) reopens
+        # the same directory. The default serde is rebuilt there rather than
+        # pickled (it holds closures); a custom one must be picklable.
+        return (_reopen, (str(self._path), self._custom_serde, self._timeout))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Store({str(self._path)!r}, {state})"
+
+    # -- internals ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError(f"the state store at {self._path} is closed")
+
+    def _fetch(self, key: str) -> bytes | None:
+        _check_key(key)
+        self._check_open()
+        with self._guard(f"read key {key!r}"):
+            blob = self._cache.get(key, default=_MISSING)
+        if blob is _MISSING:
+            return None
+        if not isinstance(blob, bytes):
+            raise StateCorruptedError(f"value at key {key!r} is not stored as bytes")
+        return blob
+
+    def _put(self, key: str, blob: bytes, expire: float | None) -> None:
+        self._check_open()
+        if expire is not None and (not isinstance(expire, (int, float)) or expire <= 0):
+            raise ConfigError(f"expire must be a positive number of seconds, got {expire!r}")
+        with self._guard(f"write key {key!r}"):
+            self._cache.set(key, blob, expire=expire)
+
+    def _key_page(
+        self, prefix: str, upper: str | None, cursor: str | None, reverse: bool
+    ) -> list[str]:
+        # diskcache has no prefix scan; its unique (key, raw) index makes this
+        # range query cheap. Expired rows are skipped like diskcache's get().
+        clauses = ["raw = 1", "key >= ?", "(expire_time IS NULL OR expire_time > ?)"]
+        params: list[Any] = [prefix, time.time()]
+        if upper is not None:
+            clauses.append("key < ?")
+            params.append(upper)
+        if cursor is not None:
+            clauses.append("key < ?" if reverse else "key > ?")
+            params.append(cursor)
+        order = "DESC" if reverse else "ASC"
+        query = (
+            f"SELECT key FROM Cache WHERE {' AND '.join(clauses)} "
+            f"ORDER BY key {order} LIMIT {_PAGE_SIZE}"
+        )
+        with self._guard(f"list keys under {prefix!r}"):
+            rows = self._cache._sql(query, params).fetchall()
+        return [row[0] for row in rows if isinstance(row[0], str)]
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Map diskcache, SQLite and OS errors to the nalar error classes."""
+        try:
+            yield
+        except NalarError:
+            raise
+        except diskcache.Timeout as exc:
+            raise StateError(
+                f"could not {action}: timed out after {self._timeout:g}s waiting "
+                f"for the lock on {self._path}"
+            ) from exc
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if "readonly" in message or "read-only" in message:
+                raise StateReadOnlyError(
+                    f"could not {action}: the state directory {self._path} is read-only"
+                ) from exc
+            if "locked" in message or "busy" in message:
+                raise StateError(
+                    f"could not {action}: the database in {self._path} stayed locked "
+                    f"for more than {self._timeout:g}s"
+                ) from exc
+            if "malformed" in message or "no such table" in message:
+                raise StateCorruptedError(
+                    f"could not {action}: the state database in {self._path} is "
+                    f"corrupted ({exc})"
+                ) from exc
+            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StateCorruptedError(
+                f"could not {action}: the state database in {self._path} is "
+                f"corrupted or not a database ({exc})"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
+        except OSError as exc:
+            if _is_read_only(exc):
+                raise StateReadOnlyError(
+                    f"could not {action}: no write access to {self._path} ({exc})"
+                ) from exc
+            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
+
+
+def _reopen(path: str, serde: SerdeProtocol | None, timeout: float) -> Store:
+    """Rebuild a pickled :class:`Store` by opening its directory again."""
+    return Store(path, serde=serde, timeout=timeout)
+
+
+def _prepare_directory(path: Path) -> None:
+    """Create or validate a state directory and its marker.
+
+    Args:
+        path: The directory.
+
+    Raises:
+        StateCorruptedError: Foreign or damaged directory.
+        StateReadOnlyError: The directory cannot be created or written.
+        StateError: Another OS error.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True)
+        # mkdir's mode is filtered by the umask; state may hold secrets, so
+        # force owner-only access on a directory we created.
+        os.chmod(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if _is_read_only(exc):
+            raise StateReadOnlyError(
+                f"cannot create the state directory {path}: {exc.strerror}"
+            ) from exc
+        raise StateError(f"cannot create the state directory {path}: {exc}") from exc
+    if not path.is_dir():
+        raise StateCorruptedError(f"{path} exists and is not a directory")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise StateReadOnlyError(f"the state directory {path} is not writable")
+    marker = path / MARKER_NAME
+    if marker.exists():
+        _check_marker(marker)
+        return
+    try:
+        entries = [e for e in os.listdir(path) if not e.startswith(_MARKER_TMP_PREFIX)]
+    except OSError as exc:
+        raise StateError(f"cannot list the state directory {path}: {exc}") from exc
+    if entries:
+        shown = ", ".join(sorted(entries)[:5])
+        raise StateCorruptedError(
+            f"{path} is not a nalar state directory: it holds other files ({shown}) "
+            f"but no {MARKER_NAME} marker; refusing to use it"
+        )
+    _write_marker(path)
+
+
+def _write_marker(path: Path) -> None:
+    content = json.dumps({"format": _FORMAT_NAME, "version": FORMAT_VERSION})
+    tmp = path / f"{_MARKER_TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        # Atomic: a process opening the directory at the same time sees either
+        # no marker (and writes the same one) or the complete file.
+        os.replace(tmp, path / MARKER_NAME)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if _is_read_only(exc):
+            raise StateReadOnlyError(f"cannot write to the state directory {path}") from exc
+        raise StateError(f"cannot write the marker in {path}: {exc}") from exc
+
+
+def _check_marker(marker: Path) -> None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StateCorruptedError(f"the state marker {marker} is unreadable: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != _FORMAT_NAME:
+        raise StateCorruptedError(f"{marker} is not a nalar state marker")
+    version = data.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise StateCorruptedError(f"the state marker {marker} has no valid version")
+    if version > FORMAT_VERSION:
+        raise StateCorruptedError(
+            f"{marker.parent} was written by a newer nalar-plugin (format version "
+            f"{version}; this version reads up to {FORMAT_VERSION})"
+        )

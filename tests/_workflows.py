@@ -1,0 +1,126 @@
+"""Stubs the tests run; in a module so that worker processes can import them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+import nalar_plugin as nl
+
+
+@nl.tool
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@nl.tool
+def total(xs: Any) -> int:
+    if isinstance(xs, dict):
+        return sum(xs.values())
+    return sum(xs)
+
+
+@nl.agent
+async def asleep(x: Any, seconds: float = 0.5) -> Any:
+    await asyncio.sleep(seconds)
+    return x
+
+
+@nl.agent
+def sleep(x: Any, seconds: float) -> Any:
+    time.sleep(seconds)
+    return x
+
+
+@nl.agent
+def stamp(x: Any) -> float:
+    """Return when it ran."""
+    return time.time()
+
+
+class CustomError(Exception):
+    pass
+
+
+@nl.tool
+def explode(msg: str) -> None:
+    raise CustomError(msg)
+
+
+@nl.agent
+def whoami() -> dict[str, Any]:
+    ctx = nl.current_call()
+    assert ctx is not None
+    return {"session": ctx.session, "call_id": ctx.call_id, "parent": ctx.parent, "pid": os.getpid(),
+            "thread": threading.current_thread().name}
+
+
+@nl.agent
+def nested_sum(n: int) -> int:
+    """Fan out n nested calls and sum them (blocks on their values inside a call)."""
+    return sum(nl.value([add(i, i) for i in range(n)]))
+
+
+@nl.agent
+def deep(depth: int) -> int:
+    """Each level waits on the next: needs a slot per level unless waiting secedes."""
+    if depth == 0:
+        return 0
+    return nl.value(deep(depth - 1)) + 1
+
+
+@nl.agent
+def child_context() -> dict[str, Any]:
+    """Make a nested call and report both contexts."""
+    mine = nl.current_call()
+    assert mine is not None
+    inner = whoami()
+    return {"outer": mine.to_dict(), "inner": nl.value(inner)}
+
+
+@nl.agent
+async def async_child_context() -> dict[str, Any]:
+    mine = nl.current_call()
+    assert mine is not None
+    inner = await whoami()
+    return {"outer": mine.to_dict(), "inner": inner}
+
+
+@nl.agent
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    async def aget(self) -> int:
+        await asyncio.sleep(0)
+        return self.n
+
+    def where(self) -> int:
+        return os.getpid()
+
+
+@nl.agent(resources={"GPU": 1})
+def needs_gpu() -> str:
+    return "ran"
+
+
+@nl.agent(resources={"SLOT": 1})
+def needs_slot() -> str:
+    return "ran"
+
+
+def workflow(question: str) -> Any:
+    """Plain workflow code that runs with and without a Runtime."""
+    words = [w for w in question.split()]
+    lengths = [add(len(w), 0) for w in words]
+    longest = max(lengths)
+    ok = longest > 3
+    return {"n": len(lengths), "total": total(lengths) + 0, "longest": int(longest), "ok": bool(ok),
+            "first": str(add(1, 1))}
