@@ -62,17 +62,20 @@ def resolve(**overrides: Any) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown nalar setting(s) {unknown}; known: {sorted(DEFAULTS)}")
-    try:
-        cfg["tick-interval"] = _seconds(cfg["tick-interval"])
-        cfg["worker-slots"] = int(cfg["worker-slots"])
-        cfg["worker-saturation"] = float(cfg["worker-saturation"])
-        cfg["processes"] = _bool(cfg["processes"])
-        cfg["dashboard"] = _bool(cfg["dashboard"])
-        if cfg["n-workers"] is not None:
-            cfg["n-workers"] = int(cfg["n-workers"])
-        cfg["seed"] = int(cfg["seed"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad nalar setting: {exc}") from exc
+    converters = {
+        "tick-interval": _seconds,
+        "worker-slots": int,
+        "worker-saturation": float,
+        "processes": _bool,
+        "dashboard": _bool,
+        "n-workers": lambda v: None if v is None else int(v),
+        "seed": int,
+    }
+    for key, conv in converters.items():
+        try:
+            cfg[key] = conv(cfg[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad value for nalar.{key}: {cfg[key]!r} ({exc})") from exc
     if cfg["tick-interval"] <= 0:
         raise ConfigError(f"nalar.tick-interval must be > 0, got {cfg['tick-interval']}")
     if cfg["worker-slots"] < 1:
@@ -85,6 +88,8 @@ def resolve(**overrides: Any) -> dict[str, Any]:
 def _seconds(v: Any) -> float:
     from dask.utils import parse_timedelta
 
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
     return float(parse_timedelta(v, default="seconds"))
 
 

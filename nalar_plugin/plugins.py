@@ -50,7 +50,8 @@ class PluginManager:
         try:
             registered = self.pm.register(plugin, name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {_label(plugin)} is invalid: {exc}") from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+            raise PluginError(f"plugin {_label(plugin)} is invalid: {detail}") from exc
         except ValueError as exc:
             raise PluginError(f"plugin {_label(plugin)} cannot be registered: {exc}") from exc
         if registered is None:

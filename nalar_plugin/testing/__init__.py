@@ -16,13 +16,9 @@ caches, so that schedulers see real contention without a GPU:
 from __future__ import annotations
 
 from nalar_plugin.testing.chat_model import SimulatedChatModel
-from nalar_plugin.testing.engine import (
-    EngineConfig,
-    EngineMetrics,
-    Generation,
-    SimulatedEngine,
-)
+from nalar_plugin.testing.engine import SimulatedEngine
 from nalar_plugin.testing.farm import EngineFarm
+from nalar_plugin.testing.records import EngineConfig, EngineMetrics, Generation
 from nalar_plugin.testing.sampling import TRACE_SHAPES, TokenSampler, TraceShape
 from nalar_plugin.testing.script import Script, ScriptEntry, scripted_response
 from nalar_plugin.testing.server import EngineServer

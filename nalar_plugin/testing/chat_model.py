@@ -22,7 +22,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from nalar_plugin.errors import ConfigError, RuntimeStateError
-from nalar_plugin.testing.engine import Generation, SimulatedEngine
+from nalar_plugin.testing.engine import SimulatedEngine
+from nalar_plugin.testing.records import Generation
 from nalar_plugin.testing.sampling import TokenSampler
 from nalar_plugin.testing.script import (
     check_script,

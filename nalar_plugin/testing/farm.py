@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator, Mapping
 
 from nalar_plugin.errors import ConfigError
-from nalar_plugin.testing.engine import EngineConfig, EngineMetrics, SimulatedEngine
+from nalar_plugin.testing.engine import SimulatedEngine
+from nalar_plugin.testing.records import EngineConfig, EngineMetrics
 
 __all__ = ["EngineFarm"]
 

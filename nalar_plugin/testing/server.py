@@ -34,7 +34,8 @@ from typing import Any
 from langchain_core.messages import AIMessage
 
 from nalar_plugin.errors import ConfigError, RuntimeStateError
-from nalar_plugin.testing.engine import Generation, SimulatedEngine
+from nalar_plugin.testing.engine import SimulatedEngine
+from nalar_plugin.testing.records import Generation
 from nalar_plugin.testing.farm import EngineFarm
 from nalar_plugin.testing.script import (
     Script,

@@ -1,0 +1,41 @@
+"""The `nalar` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _nalar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nalar_plugin.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_demo_prints_futures_and_graph() -> None:
+    out = _nalar("demo")
+    assert out.returncode == 0, out.stderr
+    assert "8 futures in session 'demo'" in out.stdout
+    assert 'digraph "demo"' in out.stdout
+    assert "same answer as plain Python: True" in out.stdout
+
+
+def test_bench_calls_writes_json(tmp_path: Path) -> None:
+    path = tmp_path / "calls.json"
+    out = _nalar("bench", "calls", "--n", "200", "--repeat", "1", "--json", str(path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert data["n"] == 200
+    assert data["nalar_calls_per_s"] > 0 and data["dask_calls_per_s"] > 0
+    assert data["ratio_nalar_to_dask"] == round(data["nalar_calls_per_s"] / data["dask_calls_per_s"], 3)
+
+
+def test_errors_are_reported_without_traceback(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", "from nalar_plugin.cli import main; import sys;"
+                          "sys.argv=['nalar'];"
+                          "import dask; dask.config.set({'nalar.policy': 'nope'});"
+                          "sys.exit(main(['demo']))"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "nalar: error: no policy named 'nope'" in out.stderr
+    assert "Traceback" not in out.stderr
