@@ -25,6 +25,7 @@ Settings:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dask.config
@@ -62,7 +63,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown nalar setting(s) {unknown}; known: {sorted(DEFAULTS)}")
-    converters = {
+    converters: dict[str, Callable[[Any], Any]] = {
         "tick-interval": _seconds,
         "worker-slots": int,
         "worker-saturation": float,

@@ -46,7 +46,8 @@ def editor(notes: list[str]) -> str:
 def research(question: str) -> Any:
     """The workflow: plain code, with or without a Runtime."""
     topics = planner(question)
-    notes = [writer(t, search(t)) for t in value(topics)]
+    # Under a Runtime search(t) is a future; in plain sync code, its value.
+    notes = [writer(t, search(t)) for t in value(topics)]  # type: ignore[arg-type]
     return editor(notes)
 
 

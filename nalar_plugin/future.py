@@ -41,7 +41,7 @@ _MISSING: Any = object()
 
 def _in_task_thread() -> bool:
     try:
-        from distributed.worker import thread_state
+        from distributed.utils import thread_state
     except ImportError:  # pragma: no cover - distributed is a dependency
         return False
     return getattr(thread_state, "key", None) is not None and getattr(
@@ -243,8 +243,12 @@ class Future:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
 
+            def release() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
             def wake(_: Future) -> None:
-                loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+                loop.call_soon_threadsafe(release)
 
             self.add_done_callback(wake)
             await waiter

@@ -105,6 +105,7 @@ class Stub:
         self.directives = directives
         self.is_async = inspect.iscoroutinefunction(fn)
         self._options: dict[str, Any] = {}
+        self._origin: Stub | None = None  # the module-level stub this one was derived from
 
     def options(self, **options: Any) -> Stub:
         """Return this stub with call options: ``priority``, ``deadline``, ``session``."""
@@ -147,7 +148,7 @@ class Stub:
         return (_rebuild_stub, (self.fn, self.name, self.directives, self.method, self._options))
 
     def __origin__(self) -> Any:
-        return getattr(self, "_origin", self)
+        return self._origin or self
 
 
 def _lookup(module: str, qualname: str) -> Any:
@@ -205,7 +206,7 @@ class ClassStub:
 def _decorate(kind: str, target: Any, name: str | None, directives: dict[str, Any]) -> Any:
     if not callable(target):
         raise DirectiveError(f"@{kind} decorates functions and classes, not {type(target).__name__}")
-    label = name or getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+    label: str = name or str(getattr(target, "__qualname__", getattr(target, "__name__", repr(target))))
     try:
         d = Directives(kind=kind, **directives)
     except TypeError as exc:

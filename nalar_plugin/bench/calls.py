@@ -53,7 +53,7 @@ def bench_calls(n: int = 2000, *, repeat: int = 3, progress: bool = True, **runt
         with _progress(2 * repeat * n, "calls", progress) as bar:
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                futs = [noop(i) for i in range(n)]
+                futs: list[Any] = [noop(i) for i in range(n)]
                 for f in futs:
                     f.exception()
                 nalar_rates.append(n / (time.perf_counter() - t0))
