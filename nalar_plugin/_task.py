@@ -126,21 +126,22 @@ class WorkerRuntime(CallMaker):
                 rt = cls._instances[token] = cls(token)
             return rt
 
-    def _emit(self, ctx: CallContext, status: str) -> None:
-        try:
-            from distributed import get_worker
-
-            get_worker().log_event(EVENT_TOPIC, {**ctx.to_dict(), "status": status, "token": self.token})
-        except Exception:  # outside a task, nobody listens
-            logger.debug("could not report call %s", ctx.call_id)
+    def _emit(self, worker: Any, ctx: CallContext, status: str) -> None:
+        if worker is None:  # not made inside a task: nobody listens
+            return
+        worker.log_event(EVENT_TOPIC, {**ctx.to_dict(), "status": status, "token": self.token})
 
     def submit_call(self, stub: Any, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Future:
         """Submit a nested call straight to the cluster (see the module docstring)."""
-        from distributed import get_client
+        from distributed import get_client, get_worker
 
         call, deps = self.prepare(stub, stub.name, stub.method, args, kwargs, options)
         ctx = call.context
-        self._emit(ctx, "pending")
+        try:
+            worker: Any = get_worker()
+        except ValueError:
+            worker = None
+        self._emit(worker, ctx, "pending")
         client = get_client()
         fn = run_call_async if stub.is_async else run_call
         a = replace_futures(args, lambda f: f._dask_future)
@@ -155,7 +156,7 @@ class WorkerRuntime(CallMaker):
         def done(df: Any) -> None:
             state = {"finished": FINISHED, "error": ERROR}.get(df.status, CANCELLED)
             call.future._finish(state)
-            self._emit(ctx, state)
+            self._emit(worker, ctx, state)
 
         dask_future.add_done_callback(done)
         return call.future

@@ -163,6 +163,7 @@ def test_nested_calls_appear_in_graph(rt: nl.Runtime) -> None:
         time.sleep(0.05)
     kinds = {e["kind"] for e in g.edges}
     assert len(g) == 5 and kinds == {"spawn"}
+    assert all(n["status"] == "finished" for n in g.nodes), g.nodes
 
 
 def test_graph_json_and_dot(rt: nl.Runtime) -> None:
