@@ -1,9 +1,14 @@
-"""Local controllers: one per instance, event-driven.
+"""Local controllers: one per instance, event-driven, with late binding.
 
-A call waits in its instance's priority queue (higher priority first, ties in
-arrival order) and is admitted only when the instance has a free slot. The
-instance is bound at admission (late binding): until then a migration or a new
-priority still reaches the call. Decisions apply at once, not at the next tick.
+A call whose inputs exist waits in a priority queue (higher priority first, ties
+in arrival order). A session that is bound to an instance (a stateful session, or
+one a policy routed) waits in that instance's own queue; every other call waits
+in its component's shared queue and gets its instance only when it is admitted
+(late binding). A call is admitted only when an instance has a free slot.
+Decisions apply at once: ``set_priority`` reorders calls already queued,
+``migrate`` moves a session's queued calls and its affinity, routes apply to new
+calls. Every operation costs O(log queue) or O(instances of the component); the
+snapshot costs O(instances + active sessions), never O(futures).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 from ..context import CallContext
 from .decisions import ComponentStats, InstanceStats, SessionStats, Snapshot
 
-__all__ = ["Call", "ControlPlane", "LocalController"]
+__all__ = ["Call", "ControlPlane", "LocalController", "PriorityQueue"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ class Call:
     """One call as the controllers see it."""
 
     context: CallContext
-    target: Any  # the stub (or adapter target) the worker runs
+    target: Any  # what the worker runs
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: Any
@@ -43,67 +47,80 @@ class Call:
     finished_at: float = 0.0
     instance: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    queue: PriorityQueue | None = None  # where it waits, while it waits
+
+
+class PriorityQueue:
+    """A heap of calls with O(1) lazy removal."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Call]] = []
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def push(self, call: Call, priority: float, seq: int) -> None:
+        heapq.heappush(self._heap, (-priority, seq, call))
+        call.queue = self
+        self._n += 1
+
+    def _clean(self) -> None:
+        heap = self._heap
+        while heap and heap[0][2].queue is not self:
+            heapq.heappop(heap)
+
+    def peek(self) -> tuple[float, int, Call] | None:
+        self._clean()
+        return self._heap[0] if self._heap else None
+
+    def pop(self) -> Call:
+        self._clean()
+        call = heapq.heappop(self._heap)[2]
+        call.queue = None
+        self._n -= 1
+        return call
+
+    def remove(self, call: Call) -> None:
+        """Forget ``call`` (its heap entry is dropped when it reaches the top)."""
+        if call.queue is self:
+            call.queue = None
+            self._n -= 1
+            if len(self._heap) > 64 and len(self._heap) > 4 * self._n:
+                self._heap = [e for e in self._heap if e[2].queue is self]
+                heapq.heapify(self._heap)
 
 
 class LocalController:
-    """The controller of one instance: its queue, its slots and its metrics."""
+    """The controller of one instance: its bound queue, its slots and its metrics."""
 
     def __init__(self, instance: str, component: str, capacity: int | None, *, address: Any = None) -> None:
         self.instance = instance
         self.component = component
         self.capacity = capacity
         self.address = address  # what a call needs to reach the instance
+        self.queue = PriorityQueue()
         self.in_flight = 0
         self.completed = 0
         self.busy_s = 0.0
-        self._heap: list[tuple[float, int, Call]] = []
-        self._removed: set[int] = set()  # ids of calls moved out (lazy deletion)
-        self._queued = 0
-        self._latencies: deque[float] = deque(maxlen=2048)
         self.draining = False
+        self.ready_at = 0.0  # monotonic time before which nothing is admitted (warm-up)
+        self._latencies: list[float] = []
+        self._lat_i = 0
 
-    @property
-    def queue_len(self) -> int:
-        """Calls waiting in this instance's queue."""
-        return self._queued
-
-    def push(self, call: Call, priority: float, seq: int) -> None:
-        heapq.heappush(self._heap, (-priority, seq, call))
-        call.instance = self.instance
-        self._queued += 1
-
-    def pop_admissible(self) -> Call | None:
-        """Pop the next call if a slot is free, else ``None``."""
-        if self.capacity is not None and self.in_flight >= self.capacity:
-            return None
-        while self._heap:
-            _, _, call = heapq.heappop(self._heap)
-            if id(call) in self._removed:
-                self._removed.discard(id(call))
-                continue
-            self._queued -= 1
-            self.in_flight += 1
-            return call
-        return None
-
-    def take(self, predicate: Callable[[Call], bool]) -> list[Call]:
-        """Remove and return the queued calls for which ``predicate`` holds."""
-        taken = [c for _, _, c in self._heap if id(c) not in self._removed and predicate(c)]
-        for c in taken:
-            self._removed.add(id(c))
-        self._queued -= len(taken)
-        if len(self._removed) > 64 and len(self._removed) > len(self._heap) // 2:
-            self._heap = [e for e in self._heap if id(e[2]) not in self._removed]
-            heapq.heapify(self._heap)
-            self._removed.clear()
-        return taken
+    def free(self, now: float) -> bool:
+        return not self.draining and now >= self.ready_at and (self.capacity is None or self.in_flight < self.capacity)
 
     def record(self, call: Call) -> None:
         self.in_flight -= 1
         self.completed += 1
-        service = max(0.0, call.finished_at - call.admitted_at)
-        self.busy_s += service
-        self._latencies.append(call.finished_at - call.enqueued_at)
+        self.busy_s += max(0.0, call.finished_at - call.admitted_at)
+        lat = call.finished_at - call.enqueued_at
+        if len(self._latencies) < 2048:
+            self._latencies.append(lat)
+        else:  # a ring buffer of the latest latencies
+            self._latencies[self._lat_i] = lat
+            self._lat_i = (self._lat_i + 1) % 2048
 
     def stats(self) -> InstanceStats:
         lat = sorted(self._latencies)
@@ -112,23 +129,26 @@ class LocalController:
             return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
 
         return InstanceStats(
-            instance=self.instance,
-            component=self.component,
-            queue_len=self._queued,
-            in_flight=self.in_flight,
-            capacity=self.capacity,
-            completed=self.completed,
-            busy_s=self.busy_s,
-            latency_p50=pct(0.5),
-            latency_p95=pct(0.95),
-            latency_p99=pct(0.99),
+            instance=self.instance, component=self.component, queue_len=len(self.queue),
+            in_flight=self.in_flight, capacity=self.capacity, completed=self.completed, busy_s=self.busy_s,
+            latency_p50=pct(0.5), latency_p95=pct(0.95), latency_p99=pct(0.99),
         )
+
+
+class _Component:
+    def __init__(self, name: str, capacity: int | None) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.instances: list[str] = []
+        self.shared = PriorityQueue()
+        self.weights: tuple[tuple[str, ...], tuple[float, ...]] | None = None
+        self.rr = 0
 
 
 class ControlPlane:
     """Components, their instances' local controllers, routes and session metrics.
 
-    ``dispatch(call, controller)`` is supplied by the Runtime; it runs the call
+    ``dispatch(call, controller)`` is supplied by the Runtime: it runs the call
     (for example as a Dask task) and must later call :meth:`complete`.
     """
 
@@ -137,57 +157,99 @@ class ControlPlane:
         self._lock = threading.RLock()
         self._seq = itertools.count()
         self._rng = random.Random(seed)
-        self.components: dict[str, list[str]] = {}
+        self._components: dict[str, _Component] = {}
         self.instances: dict[str, LocalController] = {}
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
-        self._weights: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
-        self._rr: dict[str, itertools.count[int]] = {}
-        self._priorities: dict[str, float] = {}
         self._sessions: dict[str, SessionStats] = {}
+        self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
+        self._queued: dict[str, dict[int, Call]] = {}  # session -> its queued calls
 
     # -- topology ----------------------------------------------------------
-    def add_component(self, component: str, instances: int = 1, capacity: int | None = None, addresses: list[Any] | None = None) -> list[str]:
+    @property
+    def components(self) -> dict[str, list[str]]:
+        """Instance ids per component."""
+        with self._lock:
+            return {n: list(c.instances) for n, c in self._components.items()}
+
+    def add_component(self, component: str, instances: int = 1, capacity: int | None = None,
+                      addresses: list[Any] | None = None) -> list[str]:
         """Declare ``component`` with ``instances`` instances; return their ids."""
         with self._lock:
-            ids = self.components.setdefault(component, [])
+            comp = self._components.get(component)
+            if comp is None:
+                comp = self._components[component] = _Component(component, capacity)
             for n in range(instances):
-                address = addresses[n] if addresses else None
-                self.add_instance(component, capacity, address=address)
-            return list(ids)
+                self.add_instance(component, capacity, address=addresses[n] if addresses else None)
+            return list(comp.instances)
 
-    def add_instance(self, component: str, capacity: int | None, *, address: Any = None, instance: str | None = None) -> str:
+    def add_instance(self, component: str, capacity: int | None = None, *, address: Any = None,
+                     instance: str | None = None, ready_at: float = 0.0) -> str:
+        """Add one instance to ``component`` (made if needed); return its id."""
         with self._lock:
-            ids = self.components.setdefault(component, [])
-            iid = instance or f"{component}/{len(ids)}"
+            comp = self._components.get(component)
+            if comp is None:
+                comp = self._components[component] = _Component(component, capacity)
+            n = len(comp.instances)
+            iid = instance or f"{component}/{n}"
             while iid in self.instances:
-                iid = f"{iid}+"
-            self.instances[iid] = LocalController(iid, component, capacity, address=address)
-            ids.append(iid)
-            return iid
+                n += 1
+                iid = f"{component}/{n}"
+            ctl = LocalController(iid, component, capacity if capacity is not None else comp.capacity, address=address)
+            ctl.ready_at = ready_at
+            self.instances[iid] = ctl
+            comp.instances.append(iid)
+        self._admit(component)
+        return iid
+
+    def remove_instance(self, instance: str) -> LocalController:
+        """Stop admitting to ``instance``; its queued calls go back to the shared queue."""
+        with self._lock:
+            ctl = self.instances[instance]
+            ctl.draining = True
+            comp = self._components[ctl.component]
+            if instance in comp.instances:
+                comp.instances.remove(instance)
+            while len(ctl.queue):
+                call = ctl.queue.pop()
+                self._push(comp.shared, call)
+            for key in [k for k, v in self._routes.items() if v == instance]:
+                del self._routes[key]
+            if ctl.in_flight == 0:
+                del self.instances[instance]
+        self._admit(ctl.component)
+        return ctl
 
     def ensure_component(self, component: str, capacity: int | None = None) -> None:
         with self._lock:
-            if component not in self.components:
+            if component not in self._components:
                 self.add_component(component, 1, capacity)
 
     # -- the call path ---------------------------------------------------
+    def _push(self, queue: PriorityQueue, call: Call) -> None:
+        queue.push(call, call.context.priority, next(self._seq))
+
     def enqueue(self, call: Call) -> None:
         """Queue a call whose inputs exist, then admit what fits."""
         ctx = call.context
         with self._lock:
             self.ensure_component(ctx.component)
+            comp = self._components[ctx.component]
             call.enqueued_at = time.monotonic()
             sess = self._session(ctx.session)
+            if sess.priority_set:
+                ctx.priority = sess.priority
             sess.queued += 1
+            self._active[ctx.session] = sess
             if ctx.deadline is not None:
-                sess.deadline = ctx.deadline
-            ctl = self.instances[self._pick(ctx.session, ctx.component)]
-            prio = self._priorities.get(ctx.session, ctx.priority)
-            ctl.push(call, prio, next(self._seq))
-            if call.stateful:
-                self._routes[(ctx.session, ctx.component)] = ctl.instance
-                sess.location[ctx.component] = ctl.instance
-        self._admit(ctl)
+                sess.deadline = ctx.deadline if sess.deadline is None else min(sess.deadline, ctx.deadline)
+            hint = call.extra.get("expected_s")
+            if hint is not None:
+                sess.expected_s = float(hint)
+            routed = self._routes.get((ctx.session, ctx.component))
+            ctl = self.instances.get(routed) if routed is not None else None
+            self._push(ctl.queue if ctl is not None and not ctl.draining else comp.shared, call)
+            self._queued.setdefault(ctx.session, {})[id(call)] = call
+        self._admit(ctx.component)
 
     def _session(self, session: str) -> SessionStats:
         s = self._sessions.get(session)
@@ -195,100 +257,158 @@ class ControlPlane:
             s = self._sessions[session] = SessionStats(session)
         return s
 
-    def _pick(self, session: str, component: str) -> str:
-        routed = self._routes.get((session, component))
-        if routed is not None and routed in self.instances and not self.instances[routed].draining:
-            return routed
-        ids = [i for i in self.components[component] if not self.instances[i].draining] or self.components[component]
-        weights = self._weights.get(component)
-        if weights is not None:
-            cands = [(i, w) for i, w in zip(*weights) if i in ids and w > 0]
+    def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
+        if comp.weights is not None:
+            ids, weights = comp.weights
+            pool = {c.instance: c for c in free}
+            cands = [(pool[i], w) for i, w in zip(ids, weights) if i in pool and w > 0]
             if cands:
-                return self._rng.choices([c[0] for c in cands], [c[1] for c in cands])[0]
-        rr = self._rr.setdefault(component, itertools.count())
-        return ids[next(rr) % len(ids)]
+                return self._rng.choices([c for c, _ in cands], [w for _, w in cands])[0]
+        comp.rr += 1
+        return free[comp.rr % len(free)]
 
-    def _admit(self, ctl: LocalController) -> None:
+    def _next(self, comp: _Component) -> tuple[Call, LocalController] | None:
+        now = time.monotonic()
+        free = [ctl for i in comp.instances if (ctl := self.instances[i]).free(now)]
+        if not free:
+            return None
+        best: tuple[float, int, Call] | None = None
+        owner: LocalController | None = None
+        for ctl in free:
+            top = ctl.queue.peek()
+            if top is not None and (best is None or top[:2] < best[:2]):
+                best, owner = top, ctl
+        shared = comp.shared.peek()
+        if shared is not None and (best is None or shared[:2] < best[:2]):
+            call = comp.shared.pop()
+            return call, self._choose(comp, free)
+        if owner is None:
+            return None
+        return owner.queue.pop(), owner
+
+    def _admit(self, component: str) -> None:
         while True:
             with self._lock:
-                call = ctl.pop_admissible()
-                if call is None:
+                comp = self._components.get(component)
+                if comp is None:
                     return
+                picked = self._next(comp)
+                if picked is None:
+                    return
+                call, ctl = picked
+                ctx = call.context
+                ctl.in_flight += 1
                 call.admitted_at = time.monotonic()
-                call.instance = ctl.instance
-                call.context.executor = ctl.instance
-                sess = self._session(call.context.session)
+                call.instance = ctx.executor = ctl.instance
+                self._queued.get(ctx.session, {}).pop(id(call), None)
+                sess = self._session(ctx.session)
                 sess.queued -= 1
                 sess.in_flight += 1
                 sess.waiting_s += call.admitted_at - call.enqueued_at
+                if call.stateful and (ctx.session, component) not in self._routes:
+                    self._routes[(ctx.session, component)] = ctl.instance
+                sess.location[component] = ctl.instance
             try:
                 self._dispatch(call, ctl)
             except Exception as exc:  # the dispatcher could not even start the call
-                logger.exception("dispatch of call %s failed", call.context.call_id)
+                logger.exception("dispatch of call %s failed", ctx.call_id)
                 call.future._finish("error", exception=exc)
                 self.complete(call)
 
     def complete(self, call: Call) -> None:
-        """Record a finished call and admit the next one on its instance."""
+        """Record a finished call and admit the next one on its component."""
         with self._lock:
             ctl = self.instances.get(call.instance or "")
             if ctl is None:
                 return
             call.finished_at = time.monotonic()
             ctl.record(call)
+            if ctl.draining and ctl.in_flight == 0:
+                self.instances.pop(ctl.instance, None)
             sess = self._session(call.context.session)
             sess.in_flight -= 1
             sess.completed += 1
             sess.attained_s += call.finished_at - call.admitted_at
-        self._admit(ctl)
+            if not sess.queued and not sess.in_flight:
+                self._active.pop(sess.session, None)
+                self._queued.pop(sess.session, None)
+        self._admit(ctl.component)
 
     # -- decisions ---------------------------------------------------------
     def route(self, session: str, component: str, instance: str) -> None:
+        """Bind the session's new calls to ``component`` to ``instance``."""
         with self._lock:
-            if instance in self.instances:
+            ctl = self.instances.get(instance)
+            if ctl is not None and ctl.component == component:
                 self._routes[(session, component)] = instance
                 self._session(session).location[component] = instance
 
     def route_weights(self, component: str, instances: tuple[str, ...], weights: tuple[float, ...]) -> None:
+        """Spread unbound calls of ``component`` over ``instances`` by weight."""
         with self._lock:
-            self._weights[component] = (tuple(instances), tuple(weights))
+            comp = self._components.get(component)
+            if comp is not None:
+                comp.weights = (tuple(instances), tuple(weights))
 
     def set_priority(self, session: str, value: float, component: str | None = None) -> None:
-        """Set a session's priority and reorder its calls that are already queued."""
+        """Set a session's priority; its calls already queued are reordered at once."""
+        touched: set[str] = set()
         with self._lock:
-            self._priorities[session] = value
-            self._session(session).priority = value
-            for ctl in list(self.instances.values()):
-                if component is not None and ctl.component != component:
+            sess = self._session(session)
+            sess.priority, sess.priority_set = value, True
+            for call in list(self._queued.get(session, {}).values()):
+                if component is not None and call.context.component != component:
                     continue
-                moved = ctl.take(lambda c: c.context.session == session)
-                for c in moved:
-                    c.context.priority = value
-                    ctl.push(c, value, next(self._seq))
+                queue = call.queue
+                if queue is None or call.context.priority == value:
+                    continue
+                queue.remove(call)
+                call.context.priority = value
+                self._push(queue, call)
+                touched.add(call.context.component)
 
     def migrate(self, session: str, src: str, dst: str) -> int:
-        """Move the session's queued calls and affinity from ``src`` to ``dst``."""
+        """Move the session's queued calls and its affinity from ``src`` to ``dst``."""
         with self._lock:
-            if src not in self.instances or dst not in self.instances:
+            s_ctl, d_ctl = self.instances.get(src), self.instances.get(dst)
+            if s_ctl is None or d_ctl is None or s_ctl.component != d_ctl.component:
                 return 0
-            s_ctl, d_ctl = self.instances[src], self.instances[dst]
-            moved = s_ctl.take(lambda c: c.context.session == session)
-            prio = self._priorities.get(session)
+            moved = [c for c in self._queued.get(session, {}).values() if c.queue is s_ctl.queue]
             for c in moved:
-                d_ctl.push(c, prio if prio is not None else c.context.priority, next(self._seq))
+                s_ctl.queue.remove(c)
+                self._push(d_ctl.queue, c)
             self._routes[(session, d_ctl.component)] = dst
-            self._session(session).location[d_ctl.component] = dst
-        self._admit(d_ctl)
+            sess = self._session(session)
+            sess.location[d_ctl.component] = dst
+            sess.migrations += 1
+        self._admit(d_ctl.component)
         return len(moved)
+
+    def set_ready_at(self, instance: str, when: float) -> None:
+        """Admit nothing to ``instance`` before ``when`` (monotonic), e.g. while it warms up."""
+        with self._lock:
+            ctl = self.instances.get(instance)
+            if ctl is not None:
+                ctl.ready_at = when
+        if ctl is not None:
+            threading.Timer(max(0.0, when - time.monotonic()), self._admit, args=(ctl.component,)).start()
+
+    def wake(self) -> None:
+        """Try to admit on every component (after a warm-up ends, for example)."""
+        for name in list(self._components):
+            self._admit(name)
 
     # -- metrics -----------------------------------------------------------
     def snapshot(self, tick: int = 0) -> Snapshot:
-        """Aggregate every local controller's metrics; cost grows with instances and sessions."""
+        """Aggregate the local controllers' metrics; O(instances + active sessions)."""
         with self._lock:
             comps = {
-                name: ComponentStats(name, {i: self.instances[i].stats() for i in ids})
-                for name, ids in self.components.items()
+                name: ComponentStats(name, {i: self.instances[i].stats() for i in c.instances},
+                                     queue_len=len(c.shared))
+                for name, c in self._components.items()
             }
-            sessions = {k: SessionStats(**vars(v)) for k, v in self._sessions.items() if v.queued or v.in_flight}
-            futures = sum(c.queue_len + c.in_flight for c in self.instances.values())
+            sessions = dict(self._active)  # live records: policies read, never write
+            futures = sum(len(c.shared) for c in self._components.values()) + sum(
+                len(i.queue) + i.in_flight for i in self.instances.values()
+            )
         return Snapshot(time=time.time(), tick=tick, components=comps, sessions=sessions, futures=futures)

@@ -52,11 +52,18 @@ class ComponentStats:
 
     component: str
     instances: dict[str, InstanceStats]
+    queue_len: int = 0  # calls in the shared queue, not yet bound to an instance
 
     @property
     def load(self) -> int:
-        """Queued plus in-flight calls over every instance."""
-        return sum(i.load for i in self.instances.values())
+        """Queued (shared and bound) plus in-flight calls over every instance."""
+        return self.queue_len + sum(i.load for i in self.instances.values())
+
+    @property
+    def capacity(self) -> int | None:
+        """Slots over every instance (``None`` if any instance is unbounded)."""
+        caps = [i.capacity for i in self.instances.values()]
+        return None if any(c is None for c in caps) else sum(c for c in caps if c is not None)
 
 
 @dataclass
@@ -72,7 +79,14 @@ class SessionStats:
     location: dict[str, str] = field(default_factory=dict)  # component -> instance
     deadline: float | None = None
     priority: float = 0.0
+    priority_set: bool = False  # a decision set the priority (it then overrides the calls')
+    expected_s: float | None = None  # the session's expected total service, if hinted
+    migrations: int = 0
 
+    @property
+    def remaining_s(self) -> float | None:
+        """Expected service still to go, when the session hinted its total."""
+        return None if self.expected_s is None else max(0.0, self.expected_s - self.attained_s)
 
 @dataclass
 class Snapshot:

@@ -138,8 +138,7 @@ def unpack(data: bytes, *, key: str, length: int) -> list[Any]:
         raise StateCorruptedError(f"record at key {key!r} cannot be decoded") from exc
     if not isinstance(fields, list) or len(fields) != length:
         raise StateCorruptedError(
-            f"record at key {key!r} has an unexpected shape "
-            f"(expected {length} fields)"
+            f"record at key {key!r} has an unexpected shape (expected {length} fields)"
         )
     return fields
 

@@ -1,17 +1,10 @@
 """A LangGraph checkpointer over the diskcache :class:`~nalar_plugin.state.store.Store`.
 
-Layout (every variable part escaped, see ``_encoding``)::
-
-    ckpt:{thread}:{ns}:{checkpoint_id}            checkpoint (without values),
-                                                  metadata, parent id
-    ckpt-blob:{thread}:{ns}:{channel}:{version}   one channel value
-    ckpt-write:{thread}:{ns}:{checkpoint_id}:{task_id}:{idx}
-                                                  one pending write
-
 Channel values are stored once per version, like LangGraph's SQL savers do, so
 a checkpoint that updates one channel writes one blob and reads the others from
-the versions it names. Checkpoint ids are uuid6 strings, so sorting the keys of
-one namespace sorts the checkpoints oldest to newest.
+the versions it names (layout in ``_checkpoint_records``). Checkpoint ids are
+uuid6 strings, so sorting the keys of one namespace sorts the checkpoints
+oldest to newest.
 
 The async methods run the sync ones in a worker thread (``asyncio.to_thread``)
 so a lock held by another process never blocks the event loop. The sync
@@ -21,6 +14,7 @@ methods never touch an event loop, so calling them from one cannot deadlock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -35,51 +29,30 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    PendingWrite,
-    SerializerProtocol,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
-    writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from nalar_plugin.errors import ConfigError, StateCorruptedError
-from nalar_plugin.state._encoding import (
-    dumps_value,
-    join_key,
-    loads_value,
-    pack,
-    unescape,
-    unpack,
+from nalar_plugin.errors import ConfigError
+from nalar_plugin.state._checkpoint_records import (
+    BLOB,
+    CKPT,
+    EMPTY,
+    WRITE,
+    collect_blobs,
+    decode_record,
+    delta_chain,
+    drop_checkpoint,
+    make_config,
+    parse_ckpt_key,
+    thread_ns,
+    to_tuple,
 )
+from nalar_plugin.state._encoding import dumps_value, join_key, pack, unescape
 from nalar_plugin.state.store import Store
 
 __all__ = ["DiskcacheSaver"]
-
-_CKPT = "ckpt:"
-_BLOB = "ckpt-blob:"
-_WRITE = "ckpt-write:"
-_EMPTY = "empty"  # type tag of a blob for a channel that had no value
-
-
-def _thread_ns(config: RunnableConfig) -> tuple[str, str]:
-    configurable = config.get("configurable") or {}
-    try:
-        thread_id = configurable["thread_id"]
-    except KeyError as exc:
-        raise ConfigError(
-            'the checkpointer needs config["configurable"]["thread_id"]'
-        ) from exc
-    return str(thread_id), str(configurable.get("checkpoint_ns") or "")
-
-
-def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": ns,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
 
 
 class DiskcacheSaver(BaseCheckpointSaver[str]):
@@ -116,6 +89,13 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
     def store(self) -> Store:
         """The underlying store."""
         return self._store
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles as "the same store, the same settings", so the object can be
+        # sent to a Dask worker in another process; the Store reopens its
+        # directory there. A default serde is rebuilt rather than pickled.
+        serde = None if self.serde is self._store.serde else self.serde
+        return (functools.partial(DiskcacheSaver, serde=serde), (self._store,))
 
     def close(self) -> None:
         """Close the store if this saver opened it."""
@@ -161,12 +141,12 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             ConfigError: ``thread_id`` is missing.
             StateCorruptedError: A stored record cannot be decoded.
         """
-        thread_id, ns = _thread_ns(config)
+        thread_id, ns = thread_ns(config)
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
-            key = join_key(_CKPT, thread_id, ns, checkpoint_id)
+            key = join_key(CKPT, thread_id, ns, checkpoint_id)
         else:
-            prefix = join_key(_CKPT, thread_id, ns) + ":"
+            prefix = join_key(CKPT, thread_id, ns) + ":"
             key = next(self._store.keys(prefix, reverse=True, limit=1), "")
             if not key:
                 return None
@@ -174,8 +154,8 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
         data = self._store.get_bytes(key)
         if data is None:
             return None
-        record = self._decode_record(key, data)
-        return self._to_tuple(thread_id, ns, checkpoint_id, record)
+        record = decode_record(self.serde, key, data)
+        return to_tuple(self._store, self.serde, thread_id, ns, checkpoint_id, record)
 
     def list(
         self,
@@ -202,21 +182,21 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             StateCorruptedError: A stored record cannot be decoded.
         """
         wanted_id: str | None = None
-        prefix = _CKPT
+        prefix = CKPT
         if config is not None:
             configurable = config.get("configurable") or {}
             if configurable.get("thread_id") is not None:
                 parts = [str(configurable["thread_id"])]
                 if configurable.get("checkpoint_ns") is not None:
                     parts.append(str(configurable["checkpoint_ns"]))
-                prefix = join_key(_CKPT, *parts) + ":"
+                prefix = join_key(CKPT, *parts) + ":"
             wanted_id = configurable.get("checkpoint_id")
         before_id = get_checkpoint_id(before) if before else None
         count = 0
         for key in self._store.keys(prefix, reverse=True):
             if limit is not None and count >= limit:
                 return
-            thread_id, ns, checkpoint_id = self._parse_ckpt_key(key)
+            thread_id, ns, checkpoint_id = parse_ckpt_key(key)
             if wanted_id and checkpoint_id != wanted_id:
                 continue
             if before_id and checkpoint_id >= before_id:
@@ -224,14 +204,16 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             data = self._store.get_bytes(key)
             if data is None:  # deleted since the key page was read
                 continue
-            record = self._decode_record(key, data)
+            record = decode_record(self.serde, key, data)
             metadata = record[1]
             if filter and not all(
                 metadata.get(name) == value for name, value in filter.items()
             ):
                 continue
             count += 1
-            yield self._to_tuple(thread_id, ns, checkpoint_id, record)
+            yield to_tuple(
+                self._store, self.serde, thread_id, ns, checkpoint_id, record
+            )
 
     # -- write --------------------------------------------------------------
 
@@ -260,7 +242,7 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             SerializationError: A value cannot be serialised.
             StateError: The store failed.
         """
-        thread_id, ns = _thread_ns(config)
+        thread_id, ns = thread_ns(config)
         parent_id = (config.get("configurable") or {}).get("checkpoint_id")
         stripped: dict[str, Any] = dict(checkpoint)
         values: dict[str, Any] = stripped.pop("channel_values", {}) or {}
@@ -271,9 +253,9 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
                     self.serde, values[channel], what=f"channel {channel!r}"
                 )
             else:
-                typed = (_EMPTY, b"")
+                typed = (EMPTY, b"")
             writes.append(
-                (join_key(_BLOB, thread_id, ns, channel, str(version)), pack(typed))
+                (join_key(BLOB, thread_id, ns, channel, str(version)), pack(typed))
             )
         ckpt_typed = dumps_value(self.serde, stripped, what="the checkpoint")
         md_typed = dumps_value(
@@ -282,11 +264,11 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             what="the checkpoint metadata",
         )
         record = pack([*ckpt_typed, *md_typed, parent_id])
-        writes.append((join_key(_CKPT, thread_id, ns, checkpoint["id"]), record))
+        writes.append((join_key(CKPT, thread_id, ns, checkpoint["id"]), record))
         with self._store.transact():
             for key, data in writes:
                 self._store.set_bytes(key, data)
-        return _config(thread_id, ns, checkpoint["id"])
+        return make_config(thread_id, ns, checkpoint["id"])
 
     def put_writes(
         self,
@@ -311,12 +293,12 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             SerializationError: A value cannot be serialised.
             StateError: The store failed.
         """
-        thread_id, ns = _thread_ns(config)
+        thread_id, ns = thread_ns(config)
         checkpoint_id = str(config["configurable"]["checkpoint_id"])
         entries: list[tuple[str, bool, bytes]] = []
         for position, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, position)
-            key = join_key(_WRITE, thread_id, ns, checkpoint_id, task_id, str(idx))
+            key = join_key(WRITE, thread_id, ns, checkpoint_id, task_id, str(idx))
             typed = dumps_value(self.serde, value, what=f"write to {channel!r}")
             entries.append(
                 (key, idx >= 0, pack([task_id, idx, task_path, channel, *typed]))
@@ -336,7 +318,7 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             thread_id: The thread.
         """
         with self._store.transact():
-            for base in (_CKPT, _BLOB, _WRITE):
+            for base in (CKPT, BLOB, WRITE):
                 self._store.delete_prefix(join_key(base, str(thread_id)) + ":")
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -352,17 +334,17 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             return
         with self._store.transact():
             touched: set[tuple[str, str]] = set()
-            for key in list(self._store.keys(_CKPT)):
+            for key in list(self._store.keys(CKPT)):
                 data = self._store.get_bytes(key)
                 if data is None:
                     continue
-                run_id = self._decode_record(key, data)[1].get("run_id")
+                run_id = decode_record(self.serde, key, data)[1].get("run_id")
                 if run_id is not None and str(run_id) in wanted:
-                    thread_id, ns, checkpoint_id = self._parse_ckpt_key(key)
-                    self._drop_checkpoint(thread_id, ns, checkpoint_id)
+                    thread_id, ns, checkpoint_id = parse_ckpt_key(key)
+                    drop_checkpoint(self._store, thread_id, ns, checkpoint_id)
                     touched.add((thread_id, ns))
             for thread_id, ns in touched:
-                self._collect_blobs(thread_id, ns)
+                collect_blobs(self._store, self.serde, thread_id, ns)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy a thread's full history (all namespaces, values and writes).
@@ -376,7 +358,7 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
         if source == target:
             return
         with self._store.transact():
-            for base in (_CKPT, _BLOB, _WRITE):
+            for base in (CKPT, BLOB, WRITE):
                 source_prefix = join_key(base, source) + ":"
                 target_prefix = join_key(base, target) + ":"
                 for key in list(self._store.keys(source_prefix)):
@@ -414,23 +396,30 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             )
         with self._store.transact():
             for thread_id in thread_ids:
-                prefix = join_key(_CKPT, str(thread_id)) + ":"
+                prefix = join_key(CKPT, str(thread_id)) + ":"
                 by_ns: dict[str, list[str]] = {}
                 for key in list(self._store.keys(prefix)):
-                    _, ns, checkpoint_id = self._parse_ckpt_key(key)
+                    _, ns, checkpoint_id = parse_ckpt_key(key)
                     by_ns.setdefault(ns, []).append(checkpoint_id)
                 for ns, checkpoint_ids in by_ns.items():
-                    keep = self._delta_chain(str(thread_id), ns, max(checkpoint_ids))
+                    keep = delta_chain(
+                        self._store, self.serde, str(thread_id), ns, max(checkpoint_ids)
+                    )
                     for checkpoint_id in checkpoint_ids:
                         if checkpoint_id not in keep:
-                            self._drop_checkpoint(str(thread_id), ns, checkpoint_id)
-                    self._collect_blobs(str(thread_id), ns)
+                            drop_checkpoint(
+                                self._store, str(thread_id), ns, checkpoint_id
+                            )
+                    collect_blobs(self._store, self.serde, str(thread_id), ns)
 
-    def get_next_version(self, current: str | None, channel: None = None) -> str:
+    def get_next_version(
+        self, current: str | int | float | None, channel: None = None
+    ) -> str:
         """Return a version greater than ``current``.
 
         Versions are zero-padded counters plus a random fraction (as in
-        LangGraph's in-memory saver), so they sort as strings.
+        LangGraph's in-memory saver), so they sort as strings. Numeric versions
+        (from a thread written by a saver with integer versions) are accepted.
 
         Args:
             current: The current version, or ``None``.
@@ -441,10 +430,10 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
         """
         if current is None:
             current_v = 0
-        elif isinstance(current, int):
-            current_v = current
+        elif isinstance(current, (int, float)):
+            current_v = int(current)
         else:
-            current_v = int(str(current).split(".")[0])
+            current_v = int(current.split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
 
     # -- async twins ------------------------------------------------------------
@@ -507,132 +496,3 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
     ) -> None:
         """Async :meth:`prune` (runs in a worker thread)."""
         await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
-
-    # -- internals --------------------------------------------------------------
-
-    @staticmethod
-    def _parse_ckpt_key(key: str) -> tuple[str, str, str]:
-        parts = key[len(_CKPT) :].split(":")
-        if len(parts) != 3:
-            raise StateCorruptedError(f"malformed checkpoint key {key!r}")
-        thread_id, ns, checkpoint_id = (unescape(p) for p in parts)
-        return thread_id, ns, checkpoint_id
-
-    def _decode_record(
-        self, key: str, data: bytes
-    ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-        ckpt_type, ckpt_payload, md_type, md_payload, parent_id = unpack(
-            data, key=key, length=5
-        )
-        checkpoint = loads_value(
-            self.serde, ckpt_type, ckpt_payload, what=f"checkpoint at {key!r}"
-        )
-        metadata = loads_value(
-            self.serde, md_type, md_payload, what=f"metadata at {key!r}"
-        )
-        if not isinstance(checkpoint, dict) or not isinstance(metadata, dict):
-            raise StateCorruptedError(f"checkpoint record at {key!r} is malformed")
-        return checkpoint, metadata, parent_id
-
-    def _read_record(
-        self, thread_id: str, ns: str, checkpoint_id: str
-    ) -> tuple[dict[str, Any], dict[str, Any], str | None] | None:
-        key = join_key(_CKPT, thread_id, ns, checkpoint_id)
-        data = self._store.get_bytes(key)
-        return None if data is None else self._decode_record(key, data)
-
-    def _to_tuple(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        record: tuple[dict[str, Any], dict[str, Any], str | None],
-    ) -> CheckpointTuple:
-        checkpoint, metadata, parent_id = record
-        values = self._load_blobs(thread_id, ns, checkpoint.get("channel_versions", {}))
-        return CheckpointTuple(
-            config=_config(thread_id, ns, checkpoint_id),
-            checkpoint={**checkpoint, "channel_values": values},  # type: ignore[typeddict-item]
-            metadata=metadata,  # type: ignore[arg-type]
-            parent_config=_config(thread_id, ns, parent_id) if parent_id else None,
-            pending_writes=self._load_writes(thread_id, ns, checkpoint_id),
-        )
-
-    def _blob(self, thread_id: str, ns: str, channel: str, version: Any) -> list[Any] | None:
-        key = join_key(_BLOB, thread_id, ns, channel, str(version))
-        data = self._store.get_bytes(key)
-        return None if data is None else unpack(data, key=key, length=2)
-
-    def _load_blobs(
-        self, thread_id: str, ns: str, versions: ChannelVersions
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for channel, version in versions.items():
-            blob = self._blob(thread_id, ns, channel, version)
-            if blob is None or blob[0] == _EMPTY:
-                continue
-            values[channel] = loads_value(
-                self.serde, blob[0], blob[1], what=f"channel {channel!r}"
-            )
-        return values
-
-    def _load_writes(
-        self, thread_id: str, ns: str, checkpoint_id: str
-    ) -> list[PendingWrite]:
-        prefix = join_key(_WRITE, thread_id, ns, checkpoint_id) + ":"
-        records: list[list[Any]] = []
-        for key in self._store.keys(prefix):
-            data = self._store.get_bytes(key)
-            if data is not None:
-                records.append(unpack(data, key=key, length=6))
-        # LangGraph replays a step's writes in this order; get_tuple must match.
-        records.sort(key=lambda r: writes_sort_key(r[2], r[0], r[1]))
-        return [
-            (task_id, channel, loads_value(self.serde, type_, payload, what=f"write to {channel!r}"))
-            for task_id, _, _, channel, type_, payload in records
-        ]
-
-    def _drop_checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> None:
-        self._store.delete(join_key(_CKPT, thread_id, ns, checkpoint_id))
-        self._store.delete_prefix(join_key(_WRITE, thread_id, ns, checkpoint_id) + ":")
-
-    def _collect_blobs(self, thread_id: str, ns: str) -> None:
-        """Delete the channel values no checkpoint of the namespace refers to."""
-        referenced: set[tuple[str, str]] = set()
-        for key in list(self._store.keys(join_key(_CKPT, thread_id, ns) + ":")):
-            data = self._store.get_bytes(key)
-            if data is None:
-                continue
-            checkpoint = self._decode_record(key, data)[0]
-            for channel, version in checkpoint.get("channel_versions", {}).items():
-                referenced.add((channel, str(version)))
-        prefix = join_key(_BLOB, thread_id, ns) + ":"
-        for key in list(self._store.keys(prefix)):
-            parts = key[len(prefix) :].split(":")
-            if len(parts) == 2 and (unescape(parts[0]), unescape(parts[1])) not in referenced:
-                self._store.delete(key)
-
-    def _delta_chain(self, thread_id: str, ns: str, latest_id: str) -> set[str]:
-        """Ids to keep so the latest checkpoint's delta channels can be rebuilt."""
-        keep = {latest_id}
-        record = self._read_record(thread_id, ns, latest_id)
-        if record is None:
-            return keep
-        counters = record[1].get("counters_since_delta_snapshot")
-        remaining = set(counters) if isinstance(counters, dict) else set()
-        current_id: str | None = latest_id
-        while remaining and record is not None and current_id is not None:
-            keep.add(current_id)
-            versions = record[0].get("channel_versions", {})
-            for channel in list(remaining):
-                version = versions.get(channel)
-                if version is None:
-                    continue
-                blob = self._blob(thread_id, ns, channel, version)
-                if blob is not None and blob[0] != _EMPTY:
-                    remaining.discard(channel)
-            current_id = record[2]
-            record = (
-                self._read_record(thread_id, ns, current_id) if current_id else None
-            )
-        return keep

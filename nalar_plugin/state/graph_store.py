@@ -16,6 +16,7 @@ LangGraph's in-memory store does without an ``index`` config, and results carry
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -156,6 +157,14 @@ class DiskcacheStore(BaseStore):
         """The underlying store."""
         return self._store
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles as "the same store, the same settings", so the object can be
+        # sent to a Dask worker in another process; the Store reopens its
+        # directory there. A default serde is rebuilt rather than pickled.
+        serde = None if self._serde is self._store.serde else self._serde
+        factory = functools.partial(DiskcacheStore, serde=serde, ttl=self.ttl_config)
+        return (factory, (self._store,))
+
     def close(self) -> None:
         """Close the store if this object opened it."""
         if self._owns_store:
@@ -213,7 +222,9 @@ class DiskcacheStore(BaseStore):
             return self._list_namespaces(op)
         raise ConfigError(f"unknown store operation {type(op).__name__}")
 
-    def _read(self, namespace: tuple[str, ...], key: str) -> tuple[Item, float | None] | None:
+    def _read(
+        self, namespace: tuple[str, ...], key: str
+    ) -> tuple[Item, float | None] | None:
         store_key = _item_key(namespace, key)
         data = self._store.get_bytes(store_key)
         if data is None:
@@ -251,11 +262,13 @@ class DiskcacheStore(BaseStore):
         typed = dumps_value(
             self._serde, dict(op.value), what=f"item {namespace!r}/{op.key!r}"
         )
-        now = datetime.now(timezone.utc)
-        previous = self._read(namespace, op.key)
-        created = previous[0].created_at if previous else now
+        now = datetime.now(timezone.utc).isoformat()
+        # Only the creation time is carried over, so an old value that no
+        # longer decodes can still be overwritten.
+        previous = self._store.get_bytes(store_key)
+        created = unpack(previous, key=store_key, length=5)[2] if previous else now
         ttl = op.ttl if isinstance(op.ttl, (int, float)) and op.ttl > 0 else None
-        record = pack([*typed, created.isoformat(), now.isoformat(), ttl])
+        record = pack([*typed, created, now, ttl])
         self._store.set_bytes(store_key, record, expire=ttl * 60.0 if ttl else None)
 
     def _search(self, op: SearchOp) -> list[SearchItem]:

@@ -11,9 +11,11 @@ names (e.g. one for an embeddings cache, one for documents).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 from langchain_core.stores import BaseStore
 
@@ -48,12 +50,20 @@ class DiskcacheKVStore(BaseStore[str, bytes]):
             self._store, self._owns_store = Store(store), True
         # The namespace is escaped (no ":" inside), the user's key is appended
         # verbatim, so a user prefix maps to a store prefix one to one.
+        self._namespace = namespace
         self._base = f"{_PREFIX}{escape(namespace)}:"
 
     @property
     def store(self) -> Store:
         """The underlying store."""
         return self._store
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles as "the same store, the same settings", so the object can be
+        # sent to a Dask worker in another process; the Store reopens its
+        # directory there. A default serde is rebuilt rather than pickled.
+        factory = functools.partial(DiskcacheKVStore, namespace=self._namespace)
+        return (factory, (self._store,))
 
     def close(self) -> None:
         """Close the store if this object opened it."""

@@ -14,6 +14,7 @@ use and, with its default allowlist, revives more than plain results.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 from types import TracebackType
@@ -52,11 +53,14 @@ def _digest(text: str) -> str:
 
 def _to_plain(generation: Generation) -> dict[str, Any]:
     kind = type(generation).__name__
-    if type(generation) in _CHAT_KINDS.values():
-        message = generation.message  # type: ignore[attr-defined]
+    # Exact types only: a subclass would come back as its base class.
+    if (
+        isinstance(generation, ChatGeneration)
+        and type(generation) in _CHAT_KINDS.values()
+    ):
         return {
             "kind": kind,
-            "message": message_to_dict(message),
+            "message": message_to_dict(generation.message),
             "generation_info": generation.generation_info,
         }
     if type(generation) in _TEXT_KINDS.values():
@@ -79,7 +83,7 @@ def _from_plain(data: Any, *, what: str) -> Generation:
     try:
         if kind in _CHAT_KINDS:
             (message,) = messages_from_dict([data["message"]])
-            return _CHAT_KINDS[kind](message=message, generation_info=info)  # type: ignore[arg-type]
+            return _CHAT_KINDS[kind](message=message, generation_info=info)
         if kind in _TEXT_KINDS:
             return _TEXT_KINDS[kind](text=data["text"], generation_info=info)
     except (KeyError, TypeError, ValueError) as exc:
@@ -123,6 +127,14 @@ class DiskcacheLLMCache(BaseCache):
         """The underlying store."""
         return self._store
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles as "the same store, the same settings", so the object can be
+        # sent to a Dask worker in another process; the Store reopens its
+        # directory there. A default serde is rebuilt rather than pickled.
+        serde = None if self._serde is self._store.serde else self._serde
+        factory = functools.partial(DiskcacheLLMCache, serde=serde, ttl=self._ttl)
+        return (factory, (self._store,))
+
     def close(self) -> None:
         """Close the store if this object opened it."""
         if self._owns_store:
@@ -163,7 +175,9 @@ class DiskcacheLLMCache(BaseCache):
         if data is None:
             return None
         type_, payload = unpack(data, key=key, length=2)
-        plain = loads_value(self._serde, type_, payload, what=f"LLM cache entry {key!r}")
+        plain = loads_value(
+            self._serde, type_, payload, what=f"LLM cache entry {key!r}"
+        )
         if not isinstance(plain, list):
             raise StateCorruptedError(f"LLM cache entry {key!r} is not a list")
         return [_from_plain(item, what=f"LLM cache entry {key!r}") for item in plain]
@@ -206,4 +220,3 @@ class DiskcacheLLMCache(BaseCache):
     async def aclear(self, **kwargs: Any) -> None:
         """Async :meth:`clear` (runs in a worker thread)."""
         await asyncio.to_thread(self.clear)
-

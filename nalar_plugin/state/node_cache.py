@@ -12,9 +12,11 @@ the policy's ``ttl`` (seconds) runs out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 from langgraph.cache.base import BaseCache, FullKey, Namespace, ValueT
 
@@ -66,6 +68,13 @@ class DiskcacheNodeCache(BaseCache[ValueT]):
     def store(self) -> Store:
         """The underlying store."""
         return self._store
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickles as "the same store, the same settings", so the object can be
+        # sent to a Dask worker in another process; the Store reopens its
+        # directory there. A default serde is rebuilt rather than pickled.
+        serde = None if self.serde is self._store.serde else self.serde
+        return (functools.partial(DiskcacheNodeCache, serde=serde), (self._store,))
 
     def close(self) -> None:
         """Close the store if this object opened it."""

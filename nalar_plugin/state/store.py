@@ -14,8 +14,6 @@ to load a pickled row, so a tampered database cannot run code on load.
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import sqlite3
 import time
@@ -25,7 +23,6 @@ from types import TracebackType
 from typing import Any, Final
 
 import diskcache
-from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
 from nalar_plugin.errors import (
     ConfigError,
@@ -35,19 +32,18 @@ from nalar_plugin.errors import (
     StateError,
     StateReadOnlyError,
 )
+from nalar_plugin.state._directory import (
+    FORMAT_VERSION,
+    MARKER_NAME,
+    is_read_only,
+    prepare_directory,
+)
+from nalar_plugin.state._disk import SafeDisk
 from nalar_plugin.state._encoding import dumps_value, loads_value
 from nalar_plugin.state.serde import SerdeProtocol, default_serde
 
 __all__ = ["FORMAT_VERSION", "MARKER_NAME", "Store"]
 
-MARKER_NAME: Final = "nalar-state.json"
-"""Name of the file that identifies a nalar state directory."""
-
-FORMAT_VERSION: Final = 1
-"""Version of the on-disk layout written by this code."""
-
-_FORMAT_NAME: Final = "nalar-state"
-_MARKER_TMP_PREFIX: Final = ".nalar-state.tmp-"
 _DEFAULT_TIMEOUT: Final = 60.0
 _PAGE_SIZE: Final = 512
 
@@ -57,41 +53,6 @@ _TAG_BYTES: Final = 0
 _TAG_TYPED: Final = 1
 
 _MISSING: Final = object()
-
-
-class _SafeDisk(diskcache.Disk):
-    """A diskcache ``Disk`` that only handles ``str`` keys and ``bytes`` values.
-
-    The stock ``Disk`` pickles any other key or value and unpickles rows
-    marked as pickled; this one refuses both directions.
-    """
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise SerializationError(
-                f"state store keys must be str, got {type(key).__name__}"
-            )
-        return key, True
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw or not isinstance(key, str):
-            raise StateCorruptedError("the state database holds a non-string key")
-        return key
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
-        if type(value) is not bytes or read:
-            raise SerializationError(
-                f"state store values must be bytes, got {type(value).__name__}"
-            )
-        return super().store(value, read, key)
-
-    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
-        if read or mode not in (MODE_RAW, MODE_BINARY):
-            raise StateCorruptedError(
-                f"refusing to load a state row stored in diskcache mode {mode} "
-                "(only raw bytes are written by nalar-plugin)"
-            )
-        return super().fetch(mode, filename, value, read)
 
 
 def _prefix_upper_bound(prefix: str) -> str | None:
@@ -133,10 +94,6 @@ def _check_key(key: object, *, what: str = "key") -> str:
     return key
 
 
-def _is_read_only(exc: OSError) -> bool:
-    return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
 class Store:
     """A string-keyed store in a directory, shared by threads and processes.
 
@@ -168,18 +125,20 @@ class Store:
         try:
             self._path = Path(os.fspath(path)).expanduser().absolute()
         except TypeError as exc:
-            raise ConfigError(f"path must be a str or os.PathLike, got {path!r}") from exc
+            raise ConfigError(
+                f"path must be a str or os.PathLike, got {path!r}"
+            ) from exc
         self._custom_serde = serde
         self._serde: SerdeProtocol = serde if serde is not None else default_serde()
         self._timeout = float(timeout)
         self._closed = False
-        _prepare_directory(self._path)
+        prepare_directory(self._path)
         try:
             with self._guard("open the state database"):
                 self._cache = diskcache.Cache(
                     str(self._path),
                     timeout=self._timeout,
-                    disk=_SafeDisk,
+                    disk=SafeDisk,
                     # The default policy evicts entries once the directory
                     # passes 1 GiB; state must never disappear silently.
                     eviction_policy="none",
@@ -239,7 +198,9 @@ class Store:
             raise StateCorruptedError(f"value at key {key!r} has an unknown format")
         type_len = blob[1]
         type_ = blob[2 : 2 + type_len].decode("utf-8", errors="replace")
-        return loads_value(self._serde, type_, blob[2 + type_len :], what=f"key {key!r}")
+        return loads_value(
+            self._serde, type_, blob[2 + type_len :], what=f"key {key!r}"
+        )
 
     def set(self, key: str, value: Any, *, expire: float | None = None) -> None:
         """Serialise and write a value.
@@ -264,7 +225,9 @@ class Store:
             raise SerializationError(
                 f"cannot serialise key {key!r}: type tag {type_!r} is too long"
             )
-        self._put(key, bytes([_TAG_TYPED, len(type_bytes)]) + type_bytes + payload, expire)
+        self._put(
+            key, bytes([_TAG_TYPED, len(type_bytes)]) + type_bytes + payload, expire
+        )
 
     # -- raw bytes ----------------------------------------------------------
 
@@ -405,6 +368,10 @@ class Store:
                 return
             cursor = page[-1]
 
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over all live keys in sorted order (same as :meth:`keys`)."""
+        return self.keys()
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key that starts with ``prefix``, atomically.
 
@@ -433,7 +400,9 @@ class Store:
         Other writers, in this or any other process, wait until the block ends
         (up to ``timeout`` seconds). Reads and writes made inside the block are
         committed together, or rolled back if the block raises. Transactions
-        nest within one thread and cannot be shared between threads.
+        nest within one thread and cannot be shared between threads: do not
+        await the async methods of the components inside one (they run in a
+        worker thread, which would wait for this lock until ``timeout``).
 
         Yields:
             This store.
@@ -507,7 +476,9 @@ class Store:
     def _put(self, key: str, blob: bytes, expire: float | None) -> None:
         self._check_open()
         if expire is not None and (not isinstance(expire, (int, float)) or expire <= 0):
-            raise ConfigError(f"expire must be a positive number of seconds, got {expire!r}")
+            raise ConfigError(
+                f"expire must be a positive number of seconds, got {expire!r}"
+            )
         with self._guard(f"write key {key!r}"):
             self._cache.set(key, blob, expire=expire)
 
@@ -516,7 +487,14 @@ class Store:
     ) -> list[str]:
         # diskcache has no prefix scan; its unique (key, raw) index makes this
         # range query cheap. Expired rows are skipped like diskcache's get().
-        clauses = ["raw = 1", "key >= ?", "(expire_time IS NULL OR expire_time > ?)"]
+        # typeof() skips rows with bytes keys written by other diskcache users;
+        # they sort after all text and would otherwise end a page early.
+        clauses = [
+            "raw = 1",
+            "typeof(key) = 'text'",
+            "key >= ?",
+            "(expire_time IS NULL OR expire_time > ?)",
+        ]
         params: list[Any] = [prefix, time.time()]
         if upper is not None:
             clauses.append("key < ?")
@@ -531,7 +509,7 @@ class Store:
         )
         with self._guard(f"list keys under {prefix!r}"):
             rows = self._cache._sql(query, params).fetchall()
-        return [row[0] for row in rows if isinstance(row[0], str)]
+        return [row[0] for row in rows]
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -570,7 +548,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StateError(f"could not {action} in {self._path}: {exc}") from exc
         except OSError as exc:
-            if _is_read_only(exc):
+            if is_read_only(exc):
                 raise StateReadOnlyError(
                     f"could not {action}: no write access to {self._path} ({exc})"
                 ) from exc
@@ -580,83 +558,3 @@ class Store:
 def _reopen(path: str, serde: SerdeProtocol | None, timeout: float) -> Store:
     """Rebuild a pickled :class:`Store` by opening its directory again."""
     return Store(path, serde=serde, timeout=timeout)
-
-
-def _prepare_directory(path: Path) -> None:
-    """Create or validate a state directory and its marker.
-
-    Args:
-        path: The directory.
-
-    Raises:
-        StateCorruptedError: Foreign or damaged directory.
-        StateReadOnlyError: The directory cannot be created or written.
-        StateError: Another OS error.
-    """
-    try:
-        path.mkdir(mode=0o700, parents=True)
-        # mkdir's mode is filtered by the umask; state may hold secrets, so
-        # force owner-only access on a directory we created.
-        os.chmod(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        if _is_read_only(exc):
-            raise StateReadOnlyError(
-                f"cannot create the state directory {path}: {exc.strerror}"
-            ) from exc
-        raise StateError(f"cannot create the state directory {path}: {exc}") from exc
-    if not path.is_dir():
-        raise StateCorruptedError(f"{path} exists and is not a directory")
-    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise StateReadOnlyError(f"the state directory {path} is not writable")
-    marker = path / MARKER_NAME
-    if marker.exists():
-        _check_marker(marker)
-        return
-    try:
-        entries = [e for e in os.listdir(path) if not e.startswith(_MARKER_TMP_PREFIX)]
-    except OSError as exc:
-        raise StateError(f"cannot list the state directory {path}: {exc}") from exc
-    if entries:
-        shown = ", ".join(sorted(entries)[:5])
-        raise StateCorruptedError(
-            f"{path} is not a nalar state directory: it holds other files ({shown}) "
-            f"but no {MARKER_NAME} marker; refusing to use it"
-        )
-    _write_marker(path)
-
-
-def _write_marker(path: Path) -> None:
-    content = json.dumps({"format": _FORMAT_NAME, "version": FORMAT_VERSION})
-    tmp = path / f"{_MARKER_TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        # Atomic: a process opening the directory at the same time sees either
-        # no marker (and writes the same one) or the complete file.
-        os.replace(tmp, path / MARKER_NAME)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if _is_read_only(exc):
-            raise StateReadOnlyError(f"cannot write to the state directory {path}") from exc
-        raise StateError(f"cannot write the marker in {path}: {exc}") from exc
-
-
-def _check_marker(marker: Path) -> None:
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StateCorruptedError(f"the state marker {marker} is unreadable: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != _FORMAT_NAME:
-        raise StateCorruptedError(f"{marker} is not a nalar state marker")
-    version = data.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise StateCorruptedError(f"the state marker {marker} has no valid version")
-    if version > FORMAT_VERSION:
-        raise StateCorruptedError(
-            f"{marker.parent} was written by a newer nalar-plugin (format version "
-            f"{version}; this version reads up to {FORMAT_VERSION})"
-        )

@@ -1,0 +1,1 @@
+"""Tests of the managed state store and its LangGraph/LangChain adapters."""
