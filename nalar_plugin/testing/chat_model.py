@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +36,19 @@ from nalar_plugin.testing.script import (
 )
 
 __all__ = ["SimulatedChatModel"]
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context shared by every HTTP call.
+
+    httpx builds a new context, loading a CA bundle (~20 ms of CPU), for each
+    client; with a client per call that alone would throttle a benchmark.
+
+    Returns:
+        The default verifying context.
+    """
+    return ssl.create_default_context()
 
 
 def _session_from_context(
@@ -143,7 +158,8 @@ class SimulatedChatModel(BaseChatModel):
         check_script(kwargs.get("script"))
         for field in ("prompt_tokens", "output_tokens"):
             value = kwargs.get(field)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            bad = isinstance(value, bool) or not isinstance(value, int) or value < 0
+            if value is not None and bad:
                 raise ConfigError(f"{field} must be an int >= 0, got {value!r}")
         cpt = kwargs.get("chars_per_token", 4.0)
         if not isinstance(cpt, (int, float)) or not cpt > 0:
@@ -349,6 +365,15 @@ class SimulatedChatModel(BaseChatModel):
             raise RuntimeStateError(f"malformed engine server reply: {payload!r}") from exc
         return self._result(response, gen)
 
+    def _client_options(self) -> dict[str, Any]:
+        """Keyword arguments of the per-call httpx client.
+
+        Returns:
+            Timeout, shared TLS context, and ``trust_env=False`` so proxy
+            variables never divert calls meant for a local simulated server.
+        """
+        return {"timeout": self.request_timeout, "verify": _ssl_context(), "trust_env": False}
+
     # ------------------------------------------------------------ generation
     def _generate(
         self,
@@ -374,7 +399,7 @@ class SimulatedChatModel(BaseChatModel):
         if isinstance(self.engine, str):
             body, response = self._http_request(messages, run_manager, kwargs)
             try:
-                with httpx.Client(timeout=self.request_timeout) as client:
+                with httpx.Client(**self._client_options()) as client:
                     reply = client.post(f"{self.engine}/chat/completions", json=body)
                 payload = reply.json()
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
@@ -409,7 +434,7 @@ class SimulatedChatModel(BaseChatModel):
             try:
                 # A client per call: it binds to the running loop, and calls
                 # come from many loops.
-                async with httpx.AsyncClient(timeout=self.request_timeout) as client:
+                async with httpx.AsyncClient(**self._client_options()) as client:
                     reply = await client.post(f"{self.engine}/chat/completions", json=body)
                 payload = reply.json()
             except (httpx.HTTPError, json.JSONDecodeError) as exc:

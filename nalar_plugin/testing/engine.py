@@ -8,6 +8,11 @@ the engine holds no asyncio primitive and can be shared by many threads and by
 several event loops at once, and a request costs O(``max_batch``) work no matter
 how many tokens it generates.
 
+Two approximations keep admission that cheap: a request's per-token decode
+time is fixed by the batch size at its start (itself included; later arrivals
+do not slow it down), and a session's prefix enters the cache when its request
+is admitted rather than when its prefill ends.
+
 Time has two units:
 
 * **model seconds** - what a real replica would take (``queued_s``,
@@ -69,6 +74,16 @@ def lookup_engine(uid: str, name: str) -> SimulatedEngine:
             "SimulatedChatModel to use it from other processes."
         )
     return engine
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve a coroutine's wait future unless it is already done.
+
+    Args:
+        waiter: The future, on its own loop.
+    """
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _check_tokens(name: str, value: int) -> int:
@@ -136,6 +151,11 @@ class SimulatedEngine:
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_used = 0
         self._alive = True
+        # Waiters to wake when the engine is killed: one event for blocked
+        # threads, and one future per awaiting coroutine, each created on (and
+        # resolved through) its own loop, so no primitive spans two loops.
+        self._killed = threading.Event()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._admitted = 0
         self._prompt_tokens = 0
         self._cached_tokens = 0
@@ -246,12 +266,20 @@ class SimulatedEngine:
         """Take the engine down for good.
 
         New requests raise :class:`RuntimeStateError`; requests already
-        admitted raise it too, when they would have finished.
+        admitted and waiting in :meth:`generate` / :meth:`generate_sync` are
+        woken at once and raise it too, as with a crashed replica.
         """
         with self._lock:
             self._alive = False
             self._cache.clear()
             self._cache_used = 0
+            waiters, self._waiters = self._waiters, set()
+        self._killed.set()
+        for loop, waiter in waiters:
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
         with _REGISTRY_LOCK:
             _REGISTRY.pop(self._uid, None)
 
@@ -339,6 +367,9 @@ class SimulatedEngine:
     ) -> Generation:
         """Run a request, awaiting its simulated completion on the current loop.
 
+        Cancelling the awaiting task does not give the slot back: the request
+        stays scheduled, like a replica that does not notice a client leaving.
+
         Args:
             prompt_tokens: Prompt length in tokens.
             output_tokens: Tokens to generate.
@@ -355,7 +386,21 @@ class SimulatedEngine:
         gen = self.reserve(prompt_tokens, output_tokens, session)
         delay = gen.finished_at - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            entry = (loop, waiter)
+            with self._lock:
+                registered = self._alive
+                if registered:
+                    self._waiters.add(entry)
+            if registered:
+                timer = loop.call_later(delay, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    with self._lock:
+                        self._waiters.discard(entry)
         self._check_alive()
         return gen
 
@@ -380,7 +425,7 @@ class SimulatedEngine:
         gen = self.reserve(prompt_tokens, output_tokens, session)
         delay = gen.finished_at - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            self._killed.wait(delay)  # returns early only if the engine is killed
         self._check_alive()
         return gen
 

@@ -55,7 +55,9 @@ class EngineFarm:
         for pool, count in pools.items():
             self._check_pool(pool)
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ConfigError(f"engine count of pool {pool!r} must be an int >= 0, got {count!r}")
+                raise ConfigError(
+                    f"engine count of pool {pool!r} must be an int >= 0, got {count!r}"
+                )
             self._pools.setdefault(pool, [])
             for _ in range(count):
                 self._create(pool, ready_at=None)
@@ -178,8 +180,10 @@ class EngineFarm:
     def pick(self, pool: str, session: str | None = None) -> SimulatedEngine:
         """A simple router: the engine of ``pool`` to send a request to.
 
-        Prefers a ready engine holding the session's prefix (cache locality),
-        then the least loaded ready engine, then the one ready soonest.
+        Among ready engines (or, if none is ready, the one ready soonest),
+        prefers the least loaded engine holding the session's prefix as long
+        as it has a free batch slot or is no busier than the least loaded
+        engine; otherwise the least loaded engine.
 
         Args:
             pool: Pool (agent type) name.
@@ -198,11 +202,17 @@ class EngineFarm:
         ready = [e for e in candidates if e.ready_at <= now] or sorted(
             candidates, key=lambda e: e.ready_at
         )[:1]
+        loads = {e.name: e.load() for e in ready}
+        least = min(ready, key=lambda e: loads[e.name])
         if session is not None:
             holders = [e for e in ready if e.cached_prefix(session) > 0]
             if holders:
-                return min(holders, key=lambda e: e.load())
-        return min(ready, key=lambda e: e.load())
+                best = min(holders, key=lambda e: loads[e.name])
+                # Cache locality wins until it would mean queueing behind a
+                # full batch while another engine has room.
+                if loads[best.name] < self.config.max_batch or loads[best.name] <= loads[least.name]:
+                    return best
+        return least
 
     def metrics(self) -> dict[str, EngineMetrics]:
         """Snapshot every live engine's counters.

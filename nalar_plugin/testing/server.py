@@ -74,6 +74,18 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(delay)
 
 
+def _model_card(name: str) -> dict[str, Any]:
+    """The ``/v1/models`` entry of an engine.
+
+    Args:
+        name: Engine name.
+
+    Returns:
+        An OpenAI model object.
+    """
+    return {"id": name, "object": "model", "created": 0, "owned_by": "nalar-simulated"}
+
+
 def _token_arg(nalar: dict[str, Any], key: str) -> int | None:
     """Read an optional token count from the ``nalar`` extension.
 
@@ -136,9 +148,13 @@ class EngineServer:
         chars_per_token: float = 4.0,
     ) -> None:
         if host not in _LOOPBACK:
-            raise ConfigError(f"EngineServer only binds loopback addresses {_LOOPBACK}, got {host!r}")
+            raise ConfigError(
+                f"EngineServer only binds loopback addresses {_LOOPBACK}, got {host!r}"
+            )
         if not isinstance(target, (SimulatedEngine, EngineFarm)):
-            raise ConfigError(f"target must be a SimulatedEngine or EngineFarm, got {type(target).__name__}")
+            raise ConfigError(
+                f"target must be a SimulatedEngine or EngineFarm, got {type(target).__name__}"
+            )
         check_script(script)
         if not chars_per_token > 0:
             raise ConfigError(f"chars_per_token must be > 0, got {chars_per_token!r}")
@@ -251,13 +267,13 @@ class EngineServer:
         engines = target.all_engines()
         if len(engines) == 1 and model in (None, "", "simulated"):
             return engines[0]
+        names = sorted(e.name for e in engines)
         raise _HTTPError(
-            404, f"no engine or pool named {model!r}; engines are {sorted(e.name for e in engines)}",
-            "model_not_found",
+            404, f"no engine or pool named {model!r}; engines are {names}", "model_not_found"
         )
 
     # ------------------------------------------------------------ completions
-    def plan(self, body: Any) -> tuple[AIMessage, Generation, SimulatedEngine, dict[str, Any]]:
+    def _plan(self, body: Any) -> tuple[AIMessage, Generation, SimulatedEngine, dict[str, Any]]:
         """Admit a chat-completions request on its engine.
 
         Args:
@@ -304,7 +320,7 @@ class EngineServer:
         }
         return answer, gen, engine, usage
 
-    def next_id(self) -> str:
+    def _next_id(self) -> str:
         """A fresh completion id.
 
         Returns:
@@ -342,7 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
         Args:
             err: The error.
         """
-        self._send_json(err.status, {"error": {"message": err.message, "type": err.kind, "code": err.kind}})
+        error = {"message": err.message, "type": err.kind, "code": err.kind}
+        self._send_json(err.status, {"error": error})
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         """Serve ``/v1/models`` and ``/v1/metrics``."""
@@ -350,13 +367,13 @@ class _Handler(BaseHTTPRequestHandler):
             path = self.path.split("?", 1)[0].rstrip("/")
             engines = self.sim.engines()
             if path == "/v1/models":
-                data = [{"id": e.name, "object": "model", "created": 0, "owned_by": "nalar-simulated"} for e in engines]
+                data = [_model_card(e.name) for e in engines]
                 self._send_json(200, {"object": "list", "data": data})
             elif path.startswith("/v1/models/"):
                 name = path[len("/v1/models/"):]
                 if not any(e.name == name for e in engines):
                     raise _HTTPError(404, f"no model {name!r}", "model_not_found")
-                self._send_json(200, {"id": name, "object": "model", "created": 0, "owned_by": "nalar-simulated"})
+                self._send_json(200, _model_card(name))
             elif path == "/v1/metrics":
                 self._send_json(200, {e.name: asdict(e.metrics()) for e in engines})
             else:
@@ -377,16 +394,18 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(self.rfile.read(length) or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise _HTTPError(400, f"invalid JSON body: {exc}") from exc
-            answer, gen, engine, usage = self.sim.plan(body)
+            answer, gen, engine, usage = self.sim._plan(body)
             if isinstance(body, dict) and body.get("stream"):
                 options = body.get("stream_options") or {}
                 self._stream(answer, gen, engine, usage, bool(options.get("include_usage")))
                 return
             _sleep_until(gen.finished_at)
             if not engine.alive:
-                raise _HTTPError(503, f"simulated engine {engine.name!r} was killed", "engine_unavailable")
+                raise _HTTPError(
+                    503, f"simulated engine {engine.name!r} was killed", "engine_unavailable"
+                )
             self._send_json(200, {
-                "id": self.sim.next_id(),
+                "id": self.sim._next_id(),
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": gen.engine,
@@ -403,6 +422,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(err)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away
+        except Exception as exc:  # e.g. a script callable failed: tell the client
+            self._send_error(_HTTPError(500, f"{type(exc).__name__}: {exc}", "server_error"))
 
     def _stream(
         self,
@@ -421,10 +442,12 @@ class _Handler(BaseHTTPRequestHandler):
             usage: OpenAI usage object.
             include_usage: Send a final usage chunk.
         """
-        cid, created = self.sim.next_id(), int(time.time())
+        cid, created = self.sim._next_id(), int(time.time())
 
         def event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> None:
-            chunk: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": gen.engine}
+            chunk: dict[str, Any] = {
+                "id": cid, "object": "chat.completion.chunk", "created": created, "model": gen.engine,
+            }
             chunk["choices"] = [] if delta is None else [
                 {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
             ]

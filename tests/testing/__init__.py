@@ -1,0 +1,1 @@
+"""Tests of the simulated engine farm (nalar_plugin.testing)."""
