@@ -31,6 +31,8 @@ from .graph import SessionGraph
 from .plugins import PluginManager
 from .scheduler.controller import Call, ControlPlane, LocalController
 from .scheduler.global_controller import GlobalController
+from .adapters.mixin import AdapterMixin
+from .state.runtime_state import StateMixin
 from .stubs import ClassStub, Stub
 
 __all__ = ["Runtime", "active_runtime"]
@@ -50,7 +52,7 @@ def active_runtime() -> Any:
         return _ACTIVE[-1] if _ACTIVE else None
 
 
-class Runtime(CallMaker):
+class Runtime(AdapterMixin, StateMixin, CallMaker):
     """Serve stub and adapter calls as futures on a Dask cluster.
 
     Args:
@@ -102,11 +104,13 @@ class Runtime(CallMaker):
             self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins
         )
         self._worker_pick = 0
+        self._init_state()
         _task.RUNTIMES[self.token] = self
         with _ACTIVE_LOCK:
             _ACTIVE.append(self)
         self.client.subscribe_topic(_task.EVENT_TOPIC, self._on_event)
         self.controller.start()
+        self._init_adapters()
         self.plugins.notify("nalar_runtime_started", runtime=self)
 
     # -- cluster ---------------------------------------------------------------
@@ -156,6 +160,8 @@ class Runtime(CallMaker):
         self.closed = True
         self.plugins.notify("nalar_runtime_closing", runtime=self)
         self.controller.stop()
+        self._close_adapters()
+        self._close_state()
         with _ACTIVE_LOCK:
             if self in _ACTIVE:
                 _ACTIVE.remove(self)
@@ -283,6 +289,8 @@ class Runtime(CallMaker):
 
     def _on_done(self, call: Call, dask_future: Any) -> None:
         state = {"finished": FINISHED, "error": ERROR}.get(dask_future.status, CANCELLED)
+        if state != FINISHED and self._maybe_retry(call, dask_future):
+            return
         self.plane.complete(call)
         call.future._finish(state)
         self.plugins.notify("nalar_call_finished", call=call, status=state, error=None)
