@@ -58,6 +58,7 @@ class CallMaker:
     def __init__(self) -> None:
         self._graph_lock = threading.Lock()
         self._graphs: dict[str, dict[str, _Node]] = {}
+        self._sequence: dict[str, int] = {}  # per-(session, parent) call counter
 
     # -- context -------------------------------------------------------------
     def make_context(self, component: str, method: str, deps: list[Future], options: dict[str, Any]) -> CallContext:
@@ -78,6 +79,14 @@ class CallMaker:
         deadline = options.get("deadline", defaults.get("deadline"))
         if deadline is None and parent is not None:
             deadline = parent.deadline
+        key = options.get("idempotency_key")
+        if key is None:
+            # Deterministic: the same workflow making the same calls in the same
+            # order (a replay, a resumed run) derives the same keys.
+            scope = f"{session}/{parent.call_id if parent is not None else 'root'}"
+            with self._graph_lock:
+                seq = self._sequence[scope] = self._sequence.get(scope, -1) + 1
+            key = f"{scope}/{component}.{method}/{seq}"
         return CallContext(
             session=session,
             call_id=new_id("c"),
@@ -88,6 +97,7 @@ class CallMaker:
             creator=parent.component if parent is not None else "driver",
             priority=float(priority),
             deadline=deadline,
+            idempotency_key=key,
         )
 
     def prepare(self, target: Any, component: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[Call, list[Future]]:
