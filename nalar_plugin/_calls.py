@@ -83,9 +83,15 @@ class CallMaker:
         if key is None:
             # Deterministic: the same workflow making the same calls in the same
             # order (a replay, a resumed run) derives the same keys.
-            scope = f"{session}/{parent.call_id if parent is not None else 'root'}"
+            # A nested call counts on the running parent's own context, which is a
+            # fresh copy in every attempt, so a retried parent derives the same keys.
             with self._graph_lock:
-                seq = self._sequence[scope] = self._sequence.get(scope, -1) + 1
+                if parent is not None:
+                    scope = parent.idempotency_key or parent.call_id
+                    seq, parent.child_seq = parent.child_seq, parent.child_seq + 1
+                else:
+                    scope = f"{session}/root"
+                    seq = self._sequence[scope] = self._sequence.get(scope, -1) + 1
             key = f"{scope}/{component}.{method}/{seq}"
         return CallContext(
             session=session,

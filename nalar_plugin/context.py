@@ -58,6 +58,7 @@ class CallContext:
     deadline: float | None = None
     attempt: int = 0
     idempotency_key: str | None = None
+    child_seq: int = field(default=0, repr=False, compare=False)  # nested calls made so far
 
     def to_dict(self) -> dict[str, Any]:
         """Return the context as plain JSON-able data."""
