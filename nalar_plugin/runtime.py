@@ -33,7 +33,8 @@ from .scheduler.controller import Call, ControlPlane, LocalController
 from .scheduler.global_controller import GlobalController
 from .adapters.mixin import AdapterMixin
 from .state.runtime_state import StateMixin
-from .stubs import ClassStub, Stub
+from .scheduler.components import ComponentHandle, ComponentStub, HostedAddress, method_is_async
+from .stubs import ClassStub, Directives, Stub
 
 __all__ = ["Runtime", "active_runtime"]
 
@@ -104,6 +105,7 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
             self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins
         )
         self._worker_pick = 0
+        self._deployed: dict[str, tuple[Any, Directives]] = {}  # name -> (probe object, directives)
         self._init_state()
         _task.RUNTIMES[self.token] = self
         with _ACTIVE_LOCK:
@@ -270,10 +272,21 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         self.plugins.notify("nalar_call_admitted", call=call, instance=ctl.instance)
         self._mark(ctx, "running")
         target = call.target
-        fn = _task.run_call_async if getattr(target, "is_async", False) else _task.run_call
         args = replace_futures(call.args, lambda f: f._dask_future)
         kwargs = replace_futures(call.kwargs, lambda f: f._dask_future)
         workers = call.extra.get("workers")
+        if call.extra.get("component_call"):
+            # Late binding: only now is the instance known, so only now does the
+            # call learn how to reach it.
+            address = ctl.address
+            if isinstance(address, HostedAddress):
+                method = _task.MethodTarget(address.object_id, ctx.method, target.is_async)
+                target = Stub(method, ctx.component, target.directives, ctx.method)
+                target.is_async = method.is_async
+                workers = [address.worker]
+            else:
+                args = (address, *args)
+        fn = _task.run_call_async if getattr(target, "is_async", False) else _task.run_call
         dask_future = self.client.submit(
             fn, target, args, kwargs, ctx, self.token,
             key=f"{ctx.component}-{ctx.call_id}",
@@ -300,6 +313,88 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
             node = self._graphs.get(ctx.session, {}).get(ctx.call_id)
             if node is not None:
                 node.status = status
+
+    # -- components ---------------------------------------------------------------------
+    def deploy(
+        self,
+        name: str,
+        instances: Any,
+        *,
+        n: int | None = None,
+        capacity: int | None = None,
+        stateful: bool = True,
+        resources: dict[str, float] | None = None,
+    ) -> list[str]:
+        """Declare the component ``name`` and its instances.
+
+        Args:
+            name: Component name; calls reach it with ``rt.call(name, method, ...)``.
+            instances: A list of objects (external endpoints such as chat models or
+                engines; each object is one instance and is sent with each call
+                admitted to it), or a factory (a class or callable) that makes one
+                object per instance, hosted on Dask workers.
+            n: Instances to make with a factory (default 1).
+            capacity: Concurrent calls per instance (``None``: no bound).
+            stateful: Sessions keep affinity to the instance that served them.
+            resources: Dask worker resources each call needs.
+
+        Returns:
+            The instance ids.
+
+        Raises:
+            ConfigError: The name is taken, or no instance was given.
+        """
+        self._check_open()
+        if name in self._deployed:
+            raise ConfigError(f"component {name!r} is already deployed")
+        directives = Directives(kind="agent", stateful=stateful, resources=dict(resources or {}), max_concurrency=capacity)
+        directives.validate(name)
+        if isinstance(instances, (list, tuple)):
+            if not instances:
+                raise ConfigError(f"component {name!r} needs at least one instance")
+            addresses: list[Any] = list(instances)
+            probe = addresses[0]
+        elif callable(instances):
+            workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+            if not workers:
+                raise ClusterError("the cluster has no workers to host instances on")
+            addresses = []
+            made = []
+            for i in range(n or 1):
+                object_id = new_id("o")
+                create = Stub(_task.CreateTarget(instances, object_id), f"{name}#init", Directives(), "__init__")
+                made.append(self.submit_call(create, (), {}, extra={"workers": [workers[i % len(workers)]]}))
+                addresses.append(HostedAddress(object_id, workers[i % len(workers)]))
+            for fut in made:
+                fut.result()
+            probe = instances
+        else:
+            raise ConfigError(f"component {name!r}: instances must be a list of objects or a factory")
+        self._deployed[name] = (probe, directives)
+        return self.plane.add_component(name, len(addresses), capacity, addresses=addresses)
+
+    def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Future:
+        """Call ``method`` of the deployed component ``name``; the instance is chosen at admission."""
+        return self.call_with(name, method, args, kwargs)
+
+    def call_with(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Future:
+        """Like :meth:`call`, with call options (``priority``, ``session``, ``extra``, ...)."""
+        if name not in self._deployed:
+            raise ConfigError(f"no component named {name!r}; deployed: {sorted(self._deployed) or 'none'}")
+        probe, directives = self._deployed[name]
+        stub = ComponentStub(name, method, method_is_async(probe, method), directives)
+        extra = {"component_call": True, **(options.pop("extra", None) or {})}
+        return self.submit_call(stub, args, kwargs, extra=extra, **options)  # type: ignore[arg-type]
+
+    def component(self, name: str) -> ComponentHandle:
+        """A handle whose attributes make calls: ``rt.component("llm").generate(...)``."""
+        if name not in self._deployed:
+            raise ConfigError(f"no component named {name!r}; deployed: {sorted(self._deployed) or 'none'}")
+        return ComponentHandle(self, name)
+
+    def instances(self, name: str) -> dict[str, Any]:
+        """The instances of component ``name``: id -> address (endpoint object or hosted address)."""
+        return {i: self.plane.instances[i].address for i in self.plane.components.get(name, []) if i in self.plane.instances}
 
     # -- hosted objects ---------------------------------------------------------------
     def host_object(self, stub: ClassStub, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HostedObject:
