@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "n-workers": None,
     "worker-slots": 1024,
     "worker-saturation": "inf",
-    "policy": "fcfs",
+    "policy": "nalar",
     "tick-interval": "100ms",
     "dashboard": False,
     "state-dir": ".nalar/state",

@@ -104,6 +104,7 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         self.controller = GlobalController(
             self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins
         )
+        self.plane.chooser = self.policy.choose
         self._worker_pick = 0
         self._deployed: dict[str, tuple[Any, Directives]] = {}  # name -> (probe object, directives)
         self._init_state()
@@ -199,17 +200,35 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
 
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
+    def set_policy(self, policy: Any) -> None:
+        """Switch the active policy (a name or a policy object) without stopping."""
+        obj = self.plugins.policy(policy) if isinstance(policy, str) else policy
+        if isinstance(policy, str):
+            obj.name = policy
+        self.policy, self.policy_name = obj, getattr(obj, "name", type(obj).__name__)
+        self.controller.policy = obj
+        self.plane.chooser = obj.choose
+
     def register_plugin(self, plugin: Any, name: str | None = None) -> str:
         """Register a pluggy plugin (validated now; see :mod:`nalar_plugin.hookspecs`)."""
         return self.plugins.register(plugin, name)
 
     # -- sessions ------------------------------------------------------------------
-    def session(self, session_id: str | None = None, *, priority: float | None = None, deadline: float | None = None) -> _SessionScope:
-        """Set the session (and default priority, deadline) of calls made inside.
+    def session(
+        self,
+        session_id: str | None = None,
+        *,
+        priority: float | None = None,
+        deadline: float | None = None,
+        expected_s: float | None = None,
+    ) -> _SessionScope:
+        """Set the session (and default priority, deadline, expected service) of calls made inside.
+
+        ``expected_s`` hints the session's total service time, for ``srtf``/``lpt``.
 
         Works as ``with rt.session("s1"):`` and ``async with rt.session("s1"):``.
         """
-        return _SessionScope(session_id or new_id("s"), priority, deadline)
+        return _SessionScope(session_id or new_id("s"), priority, deadline, expected_s)
 
     # -- calls ---------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -224,6 +243,9 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         call.resources = dict(d.resources)
         call.stateful = d.stateful
         call.extra.update(options.get("extra") or {})
+        hint = options.get("expected_s", (_options_var.get() or {}).get("expected_s"))
+        if hint is not None:
+            call.extra["expected_s"] = hint
         self.plane.ensure_component(stub.name, d.max_concurrency)
         self.plugins.notify("nalar_call_created", call=call)
         reason = None
@@ -457,9 +479,10 @@ class HostedObject:
 
 
 class _SessionScope:
-    def __init__(self, session: str, priority: float | None, deadline: float | None) -> None:
+    def __init__(self, session: str, priority: float | None, deadline: float | None, expected_s: float | None) -> None:
         self.session = session
-        self._opts = {k: v for k, v in (("priority", priority), ("deadline", deadline)) if v is not None}
+        pairs = (("priority", priority), ("deadline", deadline), ("expected_s", expected_s))
+        self._opts = {k: v for k, v in pairs if v is not None}
         self._tokens: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> str:

@@ -109,7 +109,7 @@ class Stub:
 
     def options(self, **options: Any) -> Stub:
         """Return this stub with call options: ``priority``, ``deadline``, ``session``."""
-        allowed = {"priority", "deadline", "session", "idempotency_key"}
+        allowed = {"priority", "deadline", "session", "idempotency_key", "expected_s"}
         unknown = set(options) - allowed
         if unknown:
             raise DirectiveError(f"{self.name}: unknown call option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")

@@ -114,7 +114,7 @@ class PolicyPlugin:
 def test_failing_policy_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
     with nl.Runtime(tick_interval=0.01) as rt:
         rt.register_plugin(PolicyPlugin())
-        rt.controller.policy = rt.plugins.policy("exploding")
+        rt.set_policy("exploding")
         with caplog.at_level(logging.ERROR, logger="nalar_plugin.scheduler.global_controller"):
             deadline = time.time() + 10
             while rt.controller.failures < 3 and time.time() < deadline:

@@ -163,6 +163,8 @@ class ControlPlane:
         self._sessions: dict[str, SessionStats] = {}
         self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
         self._queued: dict[str, dict[int, Call]] = {}  # session -> its queued calls
+        # The policy's admission-time choice of instance (local enforcement), if any.
+        self.chooser: Callable[[str, list[LocalController]], LocalController | None] | None = None
 
     # -- topology ----------------------------------------------------------
     @property
@@ -258,6 +260,14 @@ class ControlPlane:
         return s
 
     def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
+        if self.chooser is not None:
+            try:
+                picked = self.chooser(comp.name, free)
+            except Exception:
+                logger.exception("the policy's choose() failed; using the default choice")
+                picked = None
+            if picked is not None:
+                return picked
         if comp.weights is not None:
             ids, weights = comp.weights
             pool = {c.instance: c for c in free}

@@ -1,28 +1,54 @@
 """Built-in policies. A policy is a plain class with ``decide(snapshot)``.
 
 Policies are found by name in the entry-point group ``nalar_plugin.policies``
-(``nalar policies`` lists them). The first line of a policy's docstring is its
-summary.
+(``nalar policies`` lists them); the first line of a policy's docstring is its
+summary. ``decide`` runs in the global controller every tick. ``choose``, when a
+policy defines it, runs in the local controllers at admission (event-driven
+enforcement) to pick the instance of a call that no session affinity binds.
 """
 
 from __future__ import annotations
 
-from .decisions import Decision, Snapshot
+import random
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["FCFSPolicy", "Policy"]
+from .decisions import Decision, Migrate, Provision, SetPriority, Snapshot
+
+__all__ = [
+    "EDFPolicy",
+    "FCFSPolicy",
+    "LASPolicy",
+    "LPTPolicy",
+    "LeastLoadedPolicy",
+    "MigratePolicy",
+    "NalarPolicy",
+    "Policy",
+    "ReallocatePolicy",
+    "SRTFPolicy",
+]
 
 
 class Policy:
     """Base class of policies: every hook is a documented no-op.
 
-    Subclasses override :meth:`decide`. ``name`` is set from the entry point.
+    ``name`` is set from the entry point that loaded the policy.
     """
 
     name = "policy"
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
-        """Return the decisions for this tick; the base class decides nothing."""
+        """Return this tick's decisions (called by the global controller); none by default."""
         return []
+
+    def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
+        """Pick the instance for an unbound call among free local controllers.
+
+        Called at admission with the free instances' local controllers (each has
+        ``instance``, ``in_flight``, ``capacity`` and ``queue``). ``None`` keeps the
+        default (route weights, else round robin).
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"<policy {self.name}>"
@@ -32,3 +58,159 @@ class FCFSPolicy(Policy):
     """First come, first served: static routes, no migration, no re-allocation."""
 
     name = "fcfs"
+
+
+class LeastLoadedPolicy(Policy):
+    """Power of two choices: an unbound call goes to the less loaded (queue + in flight) of two instances."""
+
+    name = "least_loaded"
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+
+    def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
+        if len(candidates) < 2:
+            return None
+        a, b = self._rng.sample(list(candidates), 2)
+        return a if len(a.queue) + a.in_flight <= len(b.queue) + b.in_flight else b
+
+
+class MigratePolicy(Policy):
+    """Move sessions off an instance whose queue blocks them while another instance of the component is idle."""
+
+    name = "migrate"
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        out: list[Decision] = []
+        for comp in snapshot.components.values():
+            inst = comp.instances
+            blocked = [s for s in inst.values() if s.queue_len > 0]
+            idle = {s.instance: _free_slots(s) for s in inst.values() if s.queue_len == 0 and _free_slots(s) > 0}
+            if not blocked or not idle:
+                continue
+            blocked_ids = {s.instance for s in blocked}
+            for sess in snapshot.sessions.values():
+                src = sess.location.get(comp.component)
+                if src not in blocked_ids or sess.queued == 0 or not idle:
+                    continue
+                dst = max(idle, key=lambda i: idle[i])
+                out.append(Migrate(sess.session, src, dst))
+                idle[dst] -= 1
+                if idle[dst] <= 0:
+                    del idle[dst]
+        return out
+
+
+def _free_slots(s: Any) -> int:
+    if s.capacity is None:
+        return 1 if s.in_flight == 0 else 0
+    return max(0, s.capacity - s.in_flight)
+
+
+class ReallocatePolicy(Policy):
+    """Move instances from a low-load component to a high-load one (through the provisioner hook)."""
+
+    name = "reallocate"
+
+    def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10) -> None:
+        self.high = high
+        self.low = low
+        self.cooldown_ticks = cooldown_ticks
+        self._last = -(10**9)
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        if snapshot.tick - self._last < self.cooldown_ticks:
+            return []
+        util: dict[str, float] = {}
+        for name, comp in snapshot.components.items():
+            cap = comp.capacity
+            if cap and comp.instances:
+                util[name] = comp.load / cap
+        if len(util) < 2:
+            return []
+        hot = max(util, key=lambda n: util[n])
+        donors = [n for n in util if n != hot and util[n] < self.low and len(snapshot.components[n].instances) > 1]
+        if util[hot] <= self.high or not donors:
+            return []
+        cold = min(donors, key=lambda n: util[n])
+        donor = min(snapshot.components[cold].instances.values(), key=lambda s: (s.load, s.instance))
+        self._last = snapshot.tick
+        return [Provision(hot, where=donor.instance)]
+
+
+class _SessionOrder(Policy):
+    """Set each active session's priority from a key; lower key runs first."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, float] = {}
+
+    def key(self, sess: Any) -> float | None:
+        raise NotImplementedError
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        out: list[Decision] = []
+        for sid, sess in snapshot.sessions.items():
+            k = self.key(sess)
+            if k is None:
+                continue
+            prio = -k
+            if self._sent.get(sid) != prio:
+                self._sent[sid] = prio
+                out.append(SetPriority(sid, prio))
+        if len(self._sent) > 4 * max(64, len(snapshot.sessions)):
+            self._sent = {s: p for s, p in self._sent.items() if s in snapshot.sessions}
+        return out
+
+
+class LASPolicy(_SessionOrder):
+    """Least attained service first (as in Autellix): sessions that have used the least run first."""
+
+    name = "las"
+
+    def key(self, sess: Any) -> float | None:
+        return round(sess.attained_s, 3)
+
+
+class SRTFPolicy(_SessionOrder):
+    """Shortest remaining time first, from each session's expected_s hint."""
+
+    name = "srtf"
+
+    def key(self, sess: Any) -> float | None:
+        return sess.remaining_s
+
+
+class LPTPolicy(_SessionOrder):
+    """Longest processing time first (shortens the makespan of a batch), from expected_s hints."""
+
+    name = "lpt"
+
+    def key(self, sess: Any) -> float | None:
+        rem = sess.remaining_s
+        return None if rem is None else -rem
+
+
+class EDFPolicy(_SessionOrder):
+    """Earliest deadline first."""
+
+    name = "edf"
+
+    def key(self, sess: Any) -> float | None:
+        return sess.deadline
+
+
+class NalarPolicy(Policy):
+    """The default: least_loaded routing, migration off blocked instances, and re-allocation."""
+
+    name = "nalar"
+
+    def __init__(self) -> None:
+        self.least_loaded = LeastLoadedPolicy()
+        self.migrate = MigratePolicy()
+        self.reallocate = ReallocatePolicy()
+
+    def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
+        return self.least_loaded.choose(component, candidates)
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        return self.migrate.decide(snapshot) + self.reallocate.decide(snapshot)
