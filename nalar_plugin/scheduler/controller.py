@@ -48,6 +48,7 @@ class Call:
     instance: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     queue: PriorityQueue | None = None  # where it waits, while it waits
+    qseq: int = -1  # sequence number of its live heap entry (older entries are stale)
 
 
 class PriorityQueue:
@@ -63,11 +64,12 @@ class PriorityQueue:
     def push(self, call: Call, priority: float, seq: int) -> None:
         heapq.heappush(self._heap, (-priority, seq, call))
         call.queue = self
+        call.qseq = seq
         self._n += 1
 
     def _clean(self) -> None:
         heap = self._heap
-        while heap and heap[0][2].queue is not self:
+        while heap and (heap[0][2].queue is not self or heap[0][2].qseq != heap[0][1]):
             heapq.heappop(heap)
 
     def peek(self) -> tuple[float, int, Call] | None:
@@ -87,7 +89,7 @@ class PriorityQueue:
             call.queue = None
             self._n -= 1
             if len(self._heap) > 64 and len(self._heap) > 4 * self._n:
-                self._heap = [e for e in self._heap if e[2].queue is self]
+                self._heap = [e for e in self._heap if e[2].queue is self and e[2].qseq == e[1]]
                 heapq.heapify(self._heap)
 
 
