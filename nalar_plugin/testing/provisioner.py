@@ -32,12 +32,19 @@ class FarmProvisioner:
         self.components = dict(components or {p: p for p in farm.pools()})
         self.moves: list[tuple[str, str, str]] = []  # (engine, from component, to component)
 
-    def deploy(self, *, stateful: bool = True) -> dict[str, list[str]]:
-        """Deploy every pool as a component and register this provisioner; return instance ids."""
+    def deploy(self, *, stateful: bool = True, bounded: bool = True) -> dict[str, list[str]]:
+        """Deploy every pool as a component and register this provisioner; return instance ids.
+
+        Args:
+            stateful: Sessions keep affinity to the engine that holds their prefix.
+            bounded: Each instance admits ``max_batch`` calls (queueing happens in the
+                local controllers); ``False`` admits everything and lets each engine
+                queue internally, as a client-side router would.
+        """
         out = {}
         for comp, pool in self.components.items():
             engines = self.farm.engines(pool)
-            cap = engines[0].config.max_batch
+            cap = engines[0].config.max_batch if bounded else None
             out[comp] = self.rt.deploy(comp, engines, capacity=cap, stateful=stateful)
         self.rt.register_plugin(self)
         return out
