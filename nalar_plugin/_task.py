@@ -91,19 +91,28 @@ def _exit(tokens: tuple[Any, ...]) -> None:
 
 
 def run_call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: CallContext, token: str) -> Any:
-    """Run a synchronous call body on a worker thread."""
+    """Run a synchronous call body on a worker thread, under the journal.
+
+    A committed call returns its journaled result without running the body;
+    otherwise the body's managed-state writes are committed with its result
+    (see :mod:`nalar_plugin.state.execution`).
+    """
+    from .state.execution import run_sync
+
     tokens = _enter(ctx, token)
     try:
-        return _body(target)(*args, **kwargs)
+        return run_sync(_body(target), target, args, kwargs, ctx, token)
     finally:
         _exit(tokens)
 
 
 async def run_call_async(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: CallContext, token: str) -> Any:
-    """Run an ``async def`` call body on the worker's event loop."""
+    """Run an ``async def`` call body on the worker's event loop, under the journal."""
+    from .state.execution import run_async
+
     tokens = _enter(ctx, token)
     try:
-        return await _body(target)(*args, **kwargs)
+        return await run_async(_body(target), target, args, kwargs, ctx, token)
     finally:
         _exit(tokens)
 
@@ -146,17 +155,53 @@ class WorkerRuntime(CallMaker):
         fn = run_call_async if stub.is_async else run_call
         a = replace_futures(args, lambda f: f._dask_future)
         kw = replace_futures(kwargs, lambda f: f._dask_future)
-        dask_future = client.submit(
-            fn, stub, a, kw, ctx, self.token,
-            key=f"{ctx.component}-{ctx.call_id}", pure=False, priority=int(ctx.priority),
-            resources=dict(stub.directives.resources) or None,
-        )
-        call.future._attach(dask_future)
+
+        def submit() -> None:
+            attempt = f"-{ctx.attempt}" if ctx.attempt else ""
+            dask_future = client.submit(
+                fn, stub, a, kw, ctx, self.token,
+                key=f"{ctx.component}-{ctx.call_id}{attempt}", pure=False, priority=int(ctx.priority),
+                resources=dict(stub.directives.resources) or None,
+            )
+            call.future._attach(dask_future)
+            dask_future.add_done_callback(done)
 
         def done(df: Any) -> None:
             state = {"finished": FINISHED, "error": ERROR}.get(df.status, CANCELLED)
+            if state == ERROR and self._retry_later(ctx, df, submit):
+                return
             call.future._finish(state)
             self._emit(worker, ctx, state)
 
-        dask_future.add_done_callback(done)
+        submit()
         return call.future
+
+    def _retry_later(self, ctx: CallContext, dask_future: Any, submit: Any) -> bool:
+        """Resubmit a nested call whose worker died, under the Runtime's retry policy.
+
+        Nested calls made in a worker process do not pass the driver's
+        controllers, so the ``nalar_should_retry`` hook (which lives in the
+        driver) is not asked; the configured limit and backoff apply.
+        """
+        from .state.access import access_for
+        from .state.retry import DEFAULT_RETRY, is_worker_loss
+
+        try:
+            exc = dask_future.exception(timeout=5)
+        except Exception:  # the future is done; a failure to read it is not a worker loss
+            return False
+        if not is_worker_loss(exc):
+            return False
+        try:
+            policy = access_for(self.token).retry
+        except Exception:
+            policy = DEFAULT_RETRY
+        if not policy.allows(ctx.attempt):
+            return False
+        delay = policy.delay(ctx.attempt)
+        ctx.attempt += 1
+        logger.info("nested call %s lost its worker; attempt %d in %.2f s", ctx.call_id, ctx.attempt, delay)
+        timer = threading.Timer(delay, submit)
+        timer.daemon = True
+        timer.start()
+        return True

@@ -21,6 +21,9 @@ Settings:
     state-dir: Directory of the managed state store (default ``.nalar/state``).
     memory-limit: Per-worker memory limit of the embedded cluster (default ``auto``).
     seed: Seed of the controllers' random choices (default 0).
+    global-controller: Where the global controller runs: ``local`` (in this process),
+        ``scheduler`` (a SchedulerPlugin shared by every driver of the cluster), or
+        ``auto`` (default: ``scheduler`` when joining a cluster by address, else ``local``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "state-dir": ".nalar/state",
     "memory-limit": "auto",
     "seed": 0,
+    "global-controller": "auto",
 }
 
 dask.config.update_defaults({"nalar": DEFAULTS})
@@ -77,6 +81,8 @@ def resolve(**overrides: Any) -> dict[str, Any]:
             cfg[key] = conv(cfg[key])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad value for nalar.{key}: {cfg[key]!r} ({exc})") from exc
+    if cfg["global-controller"] not in ("auto", "local", "scheduler"):
+        raise ConfigError(f"nalar.global-controller must be auto, local or scheduler, got {cfg['global-controller']!r}")
     if cfg["tick-interval"] <= 0:
         raise ConfigError(f"nalar.tick-interval must be > 0, got {cfg['tick-interval']}")
     if cfg["worker-slots"] < 1:

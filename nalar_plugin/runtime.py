@@ -31,6 +31,7 @@ from .graph import SessionGraph
 from .plugins import PluginManager
 from .scheduler.controller import Call, ControlPlane, LocalController
 from .scheduler.global_controller import GlobalController
+from .scheduler.shared import ReportingController, snapshot_to_dict
 from .adapters.mixin import AdapterMixin
 from .state.runtime_state import StateMixin
 from .scheduler.components import ComponentHandle, ComponentStub, HostedAddress, method_is_async
@@ -101,9 +102,17 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         self.cluster: Any = None
         self.client: Any = self._connect(address, security)
         self.plane = ControlPlane(self._dispatch, seed=self.config["seed"])
-        self.controller = GlobalController(
-            self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins
-        )
+        local = GlobalController(self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins)
+        mode = self.config["global-controller"]
+        if mode == "auto":
+            mode = "scheduler" if address is not None else "local"
+        self.controller: Any = local
+        if mode == "scheduler":
+            # Several drivers on one cluster share one global controller in the
+            # scheduler; this driver reports its snapshot and applies what it is sent.
+            self.controller = ReportingController(
+                self.plane, self.client, self.token, local, interval=self.config["tick-interval"], policy=self.policy_name
+            )
         self.plane.chooser = self.policy.choose
         self._worker_pick = 0
         self._deployed: dict[str, tuple[Any, Directives]] = {}  # name -> (probe object, directives)
@@ -311,7 +320,8 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         fn = _task.run_call_async if getattr(target, "is_async", False) else _task.run_call
         dask_future = self.client.submit(
             fn, target, args, kwargs, ctx, self.token,
-            key=f"{ctx.component}-{ctx.call_id}",
+            # A retry (attempt > 0) needs a fresh Dask key: the failed one is still known.
+            key=f"{ctx.component}-{ctx.call_id}" + (f"-{ctx.attempt}" if ctx.attempt else ""),
             pure=False,
             priority=int(ctx.priority),
             resources=call.resources or None,
@@ -436,6 +446,13 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
     def graph(self, session: str) -> SessionGraph:
         """The dynamic dependency graph of ``session`` (``.to_json()``, ``.to_dot()``)."""
         return super().graph(session)
+
+    def cluster_view(self) -> dict[str, Any]:
+        """One view of every instance: all drivers' when the global controller is shared."""
+        if isinstance(self.controller, ReportingController):
+            return self.controller.view()
+        snap = self.plane.snapshot(self.controller.ticks)
+        return {"drivers": [self.token], "ticks": self.controller.ticks, "policy": self.policy_name, **snapshot_to_dict(snap)}
 
     def stats(self) -> dict[str, Any]:
         """The controllers' metrics: per-instance stats and the global controller's ticks."""

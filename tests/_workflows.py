@@ -124,3 +124,14 @@ def workflow(question: str) -> Any:
     ok = longest > 3
     return {"n": len(lengths), "total": total(lengths) + 0, "longest": int(longest), "ok": bool(ok),
             "first": str(add(1, 1))}
+
+
+class Replica:
+    """A stand-in endpoint for deployed components."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def ask(self, x: Any, seconds: float = 0.0) -> str:
+        time.sleep(seconds)
+        return f"{self.name}:{x}"

@@ -76,35 +76,41 @@ class LeastLoadedPolicy(Policy):
 
 
 class MigratePolicy(Policy):
-    """Move sessions off an instance whose queue blocks them while another instance of the component is idle."""
+    """Move sessions off an instance whose queue blocks them while another instance of the component has room."""
 
     name = "migrate"
+
+    def __init__(self, min_gap: int = 2) -> None:
+        self.min_gap = min_gap  # move only when the load gap (in calls) is at least this
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         out: list[Decision] = []
         for comp in snapshot.components.values():
             inst = comp.instances
-            blocked = [s for s in inst.values() if s.queue_len > 0]
-            idle = {s.instance: _free_slots(s) for s in inst.values() if s.queue_len == 0 and _free_slots(s) > 0}
-            if not blocked or not idle:
+            if len(inst) < 2 or not any(s.queue_len for s in inst.values()):
                 continue
-            blocked_ids = {s.instance for s in blocked}
-            for sess in snapshot.sessions.values():
-                src = sess.location.get(comp.component)
-                if src not in blocked_ids or sess.queued == 0 or not idle:
+            load = {i: _norm_load(s) for i, s in inst.items()}
+            movers = sorted(
+                (s for s in snapshot.sessions.values() if s.queued and load.get(s.location.get(comp.component, ""), -1) >= 0),
+                key=lambda s: -s.queued,
+            )
+            for sess in movers:
+                src = sess.location[comp.component]
+                if inst[src].queue_len == 0:
                     continue
-                dst = max(idle, key=lambda i: idle[i])
+                dst = min(load, key=lambda i: load[i])
+                step = sess.queued / max(1, inst[dst].capacity or 1)
+                if dst == src or load[src] - load[dst] < self.min_gap / max(1, inst[src].capacity or 1) + step / 2:
+                    continue
                 out.append(Migrate(sess.session, src, dst))
-                idle[dst] -= 1
-                if idle[dst] <= 0:
-                    del idle[dst]
+                load[src] -= sess.queued / max(1, inst[src].capacity or 1)
+                load[dst] += step
         return out
 
 
-def _free_slots(s: Any) -> int:
-    if s.capacity is None:
-        return 1 if s.in_flight == 0 else 0
-    return max(0, s.capacity - s.in_flight)
+def _norm_load(s: Any) -> float:
+    """Queued plus in-flight calls per slot."""
+    return (s.queue_len + s.in_flight) / max(1, s.capacity or 1)
 
 
 class ReallocatePolicy(Policy):

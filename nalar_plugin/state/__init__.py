@@ -10,6 +10,8 @@ prefix, so all of them can share one directory::
     DiskcacheNodeCache nodecache:  LangGraph node cache (CachePolicy)
     DiskcacheKVStore  kv:          LangChain byte store
     DiskcacheLLMCache llmcache:    LangChain LLM cache
+    Journal           journal*:    the call journal (exactly-once results and writes)
+    managed_dict/list managed:     session-scoped managed state
 
 Example::
 
@@ -25,9 +27,13 @@ from __future__ import annotations
 
 from nalar_plugin.state.checkpoint import DiskcacheSaver
 from nalar_plugin.state.graph_store import DiskcacheStore
+from nalar_plugin.state.journal import Journal, JournalRecord
 from nalar_plugin.state.kv import DiskcacheKVStore
 from nalar_plugin.state.llm_cache import DiskcacheLLMCache
+from nalar_plugin.state.managed import ManagedDict, ManagedList, managed_dict, managed_list
 from nalar_plugin.state.node_cache import DiskcacheNodeCache
+from nalar_plugin.state.plugin import StatePlugin
+from nalar_plugin.state.retry import RetryPolicy
 from nalar_plugin.state.serde import SerdeProtocol, default_serde
 from nalar_plugin.state.store import Store
 
@@ -37,7 +43,15 @@ __all__ = [
     "DiskcacheNodeCache",
     "DiskcacheSaver",
     "DiskcacheStore",
+    "Journal",
+    "JournalRecord",
+    "ManagedDict",
+    "ManagedList",
+    "RetryPolicy",
     "SerdeProtocol",
+    "StatePlugin",
     "Store",
     "default_serde",
+    "managed_dict",
+    "managed_list",
 ]

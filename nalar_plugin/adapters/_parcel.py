@@ -1,0 +1,240 @@
+"""How a tool, a model and their arguments reach the worker that runs the call.
+
+Dask serialises every task argument, even on an in-process cluster. What an
+adapter call carries is sent in one of three ways:
+
+* **by reference** when every worker lives in this process (the embedded
+  threads cluster): the worker gets the very objects the caller holds, so
+  in-memory stores, engines, locks and clients behave exactly as without nalar;
+* **by value** otherwise: a tool defined at module level travels as an import
+  reference; a LangChain object that does not pickle (a ``ChatOpenAI`` holds
+  HTTP clients) travels as its constructor fields when the class rebuilds the
+  rest itself;
+* **not at all** when neither works: :class:`NotSendable` names the object,
+  and the caller runs the call in its own process under the same scheduling
+  (see :mod:`._dispatch`), with a :class:`InProcessWarning`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from ..context import new_id
+from ..errors import NalarError
+
+__all__ = [
+    "InProcessWarning",
+    "NotSendable",
+    "Ref",
+    "check_sendable",
+    "release",
+    "sendable",
+    "shares_process",
+]
+
+_REFS: dict[str, Any] = {}
+_REFS_LOCK = threading.Lock()
+
+
+class InProcessWarning(UserWarning):
+    """A tool or model could not be sent to a worker and runs in the caller's process."""
+
+
+class NotSendable(NalarError, TypeError):
+    """An object of an adapter call cannot be sent to a Dask worker process.
+
+    Attributes:
+        what: Which object, e.g. ``"tool 'lookup'"``.
+        reason: The serialisation error.
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what} cannot be sent to a Dask worker process: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+def shares_process(rt: Any) -> bool:
+    """True when every worker of ``rt`` runs in this process (embedded threads cluster)."""
+    cluster = getattr(rt, "cluster", None)
+    config = getattr(rt, "config", None) or {}
+    return cluster is not None and not config.get("processes", True)
+
+
+class Ref:
+    """A payload that pickles as a key into this process's reference table.
+
+    Only a worker in the same process can resolve it; it is released with
+    :func:`release` once the call is done.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, obj: Any) -> None:
+        self.key = new_id("ref")
+        with _REFS_LOCK:
+            _REFS[self.key] = obj
+
+    def __reduce__(self) -> Any:
+        return (_deref, (self.key,))
+
+
+def _deref(key: str) -> Any:
+    with _REFS_LOCK:
+        try:
+            return _REFS[key]
+        except KeyError:
+            raise NalarError(
+                f"payload {key} is a by-reference payload of another process (or its call "
+                "was already released); by-reference payloads only resolve on in-process workers"
+            ) from None
+
+
+def release(ref: Ref | None) -> None:
+    """Drop a reference once its call is done."""
+    if ref is not None:
+        with _REFS_LOCK:
+            _REFS.pop(ref.key, None)
+
+
+def _dumps(obj: Any) -> bytes:
+    from distributed.protocol.pickle import dumps
+
+    return dumps(obj)
+
+
+class _ImportRef:
+    """An object importable as ``module.attr`` travels as that name."""
+
+    __slots__ = ("module", "attr")
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module = module
+        self.attr = attr
+
+    def __reduce__(self) -> Any:
+        return (_import_attr, (self.module, self.attr))
+
+
+def _import_attr(module: str, attr: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), attr)
+
+
+def _import_ref(obj: Any) -> _ImportRef | None:
+    # A @tool at module level replaces its function in the module: the module
+    # attribute named like the function is the tool itself.
+    fn = getattr(obj, "func", None) or getattr(obj, "coroutine", None)
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__name__", None)
+    if not module or not name or module == "__main__":
+        return None
+    mod = sys.modules.get(module)
+    if mod is not None and getattr(mod, name, None) is obj:
+        return _ImportRef(module, name)
+    return None
+
+
+class _Rebuild:
+    """A pydantic object sent as its class and the constructor fields that pickle."""
+
+    __slots__ = ("cls", "fields")
+
+    def __init__(self, cls: type, fields: dict[str, Any]) -> None:
+        self.cls = cls
+        self.fields = fields
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.cls, self.fields))
+
+
+def _rebuild(cls: type, fields: dict[str, Any]) -> Any:
+    return cls(**fields)
+
+
+# id(obj) -> (obj, what is sent); the object is kept so its id stays its own.
+_SENDABLE: dict[int, tuple[Any, Any]] = {}
+_SENDABLE_LOCK = threading.Lock()
+_SENDABLE_MAX = 4096
+
+
+def _rebuild_recipe(obj: Any, what: str, first_error: Exception) -> _Rebuild:
+    fields_set = getattr(obj, "model_fields_set", None)
+    if fields_set is None:
+        raise NotSendable(what, str(first_error))
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name in sorted(fields_set):
+        value = getattr(obj, name, None)
+        try:
+            _dumps(value)
+        except Exception:
+            dropped.append(name)
+        else:
+            kept[name] = value
+    try:
+        rebuilt = type(obj)(**kept)
+    except Exception as exc:
+        raise NotSendable(what, f"{first_error}; rebuilding it from its fields failed: {exc}") from exc
+    # Only what the class makes again by itself (clients, caches) may be left out;
+    # an unpicklable value the user passed in would be silently lost.
+    lost = [n for n in dropped if getattr(rebuilt, n, None) is None]
+    if lost:
+        raise NotSendable(what, f"{first_error}; its field(s) {lost} do not pickle")
+    return _Rebuild(type(obj), kept)
+
+
+def sendable(obj: Any, what: str) -> Any:
+    """Return what to send for ``obj`` to a worker in another process.
+
+    Args:
+        obj: The tool, model, store or argument.
+        what: How to name it in an error, e.g. ``"tool 'lookup'"``.
+
+    Returns:
+        ``obj`` itself, an import reference, or a rebuild recipe.
+
+    Raises:
+        NotSendable: Nothing of that works.
+    """
+    if obj is None or isinstance(obj, (str, int, float, bool, bytes)):
+        return obj
+    with _SENDABLE_LOCK:
+        hit = _SENDABLE.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    sent: Any = _import_ref(obj)
+    if sent is None:
+        try:
+            _dumps(obj)
+            sent = obj
+        except Exception as exc:
+            sent = _rebuild_recipe(obj, what, exc)
+    # Tools and models are long-lived; arguments are not worth remembering.
+    if _is_component(obj):
+        with _SENDABLE_LOCK:
+            if len(_SENDABLE) >= _SENDABLE_MAX:
+                _SENDABLE.clear()
+            _SENDABLE[id(obj)] = (obj, sent)
+    return sent
+
+
+def _is_component(obj: Any) -> bool:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.tools import BaseTool
+
+    return isinstance(obj, (BaseTool, BaseChatModel))
+
+
+def check_sendable(value: Any, what: str) -> Any:
+    """Like :func:`sendable` for a plain argument (no import reference, no rebuild)."""
+    if value is None or isinstance(value, (str, int, float, bool, bytes)):
+        return value
+    try:
+        _dumps(value)
+    except Exception as exc:
+        raise NotSendable(what, str(exc)) from exc
+    return value
