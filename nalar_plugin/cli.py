@@ -45,6 +45,15 @@ def _cmd_bench_calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_control(args: argparse.Namespace) -> int:
+    from .bench.control import bench_control
+
+    data = bench_control(args.futures, args.instances, capacity=args.capacity, ticks=args.ticks,
+                         policy=args.policy, progress=not args.no_progress)
+    _write_json(data, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nalar`` command."""
     p = argparse.ArgumentParser(prog="nalar", description="Serve agent workflows as futures on Dask.")
@@ -66,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE", help="write the result here")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(fn=_cmd_bench_calls)
+    k = bsub.add_parser("control", help="tick time with N outstanding futures, and local cost per call")
+    k.add_argument("--futures", type=int, default=131072, help="outstanding futures")
+    k.add_argument("--instances", type=int, default=64, help="instances")
+    k.add_argument("--capacity", type=int, default=16, help="slots per instance")
+    k.add_argument("--ticks", type=int, default=30, help="ticks to time")
+    k.add_argument("--policy", default="nalar", help="policy the global controller runs")
+    k.add_argument("--json", metavar="FILE", help="write the result here")
+    k.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    k.set_defaults(fn=_cmd_bench_control)
     return p
 
 

@@ -39,3 +39,14 @@ def test_errors_are_reported_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "nalar: error: no policy named 'nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_bench_control_writes_json(tmp_path: Path) -> None:
+    path = tmp_path / "control.json"
+    out = _nalar("bench", "control", "--futures", "4096", "--instances", "8", "--ticks", "5", "--json", str(path),
+                 "--no-progress")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert data["futures_outstanding_at_ticks"] == 4096 and data["instances"] == 8 and data["ticks"] == 5
+    assert 0 < data["tick_ms_p50"] <= data["tick_ms_max"]
+    assert data["local_us_per_call"] > 0

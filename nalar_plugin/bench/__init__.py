@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .calls import bench_calls
+from .control import bench_control
 
-__all__ = ["bench_calls"]
+__all__ = ["bench_calls", "bench_control"]
