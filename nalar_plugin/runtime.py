@@ -387,6 +387,8 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
             addresses: list[Any] = list(instances)
             probe = addresses[0]
         elif callable(instances):
+            if isinstance(instances, ClassStub):
+                instances = instances.cls  # the hosted object is the plain class's instance
             workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
             if not workers:
                 raise ClusterError("the cluster has no workers to host instances on")
