@@ -142,7 +142,11 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
                     # Threads mode talks in-process (inproc://) and opens no port;
                     # processes mode listens on loopback only.
                     **({"host": "127.0.0.1", "scheduler_port": 0} if processes else {}),
+                    # Dask's HTTP servers (metrics, and the dashboard when asked for)
+                    # would otherwise bind the host's address; keep them on loopback.
                     dashboard_address="127.0.0.1:0" if self.config["dashboard"] else None,
+                    scheduler_kwargs={"dashboard": self.config["dashboard"], "dashboard_address": "127.0.0.1:0"},
+                    worker_dashboard_address="127.0.0.1:0",
                     security=security,
                     memory_limit=self.config["memory-limit"],
                 )

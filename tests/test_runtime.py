@@ -167,3 +167,16 @@ def test_join_existing_cluster_by_address(dask_cluster: str) -> None:
     # A second driver joins the same cluster after the first left.
     with nl.Runtime(address=dask_cluster) as rt2:
         assert w.add(2, 2).result() == 4
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_every_listening_socket_is_on_loopback(processes: bool) -> None:
+    import psutil
+
+    with nl.Runtime(processes=processes, dashboard=True) as rt:
+        assert w.add(1, 1).result() == 2
+        procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+        listening = [c.laddr for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening  # the dashboard at least
+        assert {a.ip for a in listening} == {"127.0.0.1"}, listening
+        assert rt.dashboard_link is not None
