@@ -175,7 +175,9 @@ def test_every_listening_socket_is_on_loopback(processes: bool) -> None:
 
     with nl.Runtime(processes=processes, dashboard=True) as rt:
         assert w.add(1, 1).result() == 2
-        procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+        # This process (scheduler, nannies, threads-mode workers) and the worker processes.
+        pids = {os.getpid(), *rt.client.run(os.getpid).values()}
+        procs = [psutil.Process(pid) for pid in pids]
         listening = [c.laddr for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert listening  # the dashboard at least
         assert {a.ip for a in listening} == {"127.0.0.1"}, listening
