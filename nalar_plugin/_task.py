@@ -15,9 +15,9 @@ import logging
 import threading
 from typing import Any
 
+from ._calls import CallMaker, replace_futures
 from .context import CallContext, _call_var, _session_var
 from .future import CANCELLED, ERROR, FINISHED, Future
-from ._calls import CallMaker, replace_futures
 
 __all__ = ["CreateTarget", "MethodTarget", "WorkerRuntime", "run_call", "run_call_async"]
 

@@ -54,6 +54,74 @@ def _cmd_bench_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rps takes numbers separated by commas, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"--rps needs rates > 0, got {text!r}")
+    return rates
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"duration_s": args.duration, "seed": args.seed, "time_scale": args.time_scale, "engines": args.engines,
+            "max_batch": args.max_batch, "app": args.app, "policy": args.policy, "progress": not args.no_progress}
+
+
+def _cmd_bench_workload(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench.plots import latencies_of, plot_runs
+    from .bench.runner import RunSettings, run
+
+    base = RunSettings(args.benchmark, args.system, args.rps[0], **_settings(args))
+    results = [run(replace(base, rps=rate)) for rate in args.rps]
+    data: dict[str, Any] = results[0].summary if len(results) == 1 else {
+        "workload": args.benchmark, "system": args.system, "runs": [r.summary for r in results]}
+    _write_json(data, args.json)
+    if args.plot:
+        plot_runs({args.system: [(r.summary, latencies_of(r)) for r in results]}, args.plot,
+                  title=f"{args.benchmark}: {args.system}")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench_compare(args: argparse.Namespace) -> int:
+    from .bench.compare import compare, format_table
+    from .bench.plots import latencies_of, plot_runs
+    from .bench.workloads import workload
+
+    rates = args.rps or list(workload(args.workload).rps)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    curves: dict[str, list[Any]] = {s: [] for s in systems}
+
+    def keep(result: Any) -> None:
+        curves[result.summary["system"]].append((result.summary, latencies_of(result)))
+
+    data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
+    if args.json:
+        _write_json(data, args.json)
+    print(format_table(data))
+    if args.plot:
+        plot_runs(curves, args.plot, title=f"{args.workload}: {', '.join(systems)} (seed {args.seed})")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _workload_options(w: argparse.ArgumentParser) -> None:
+    w.add_argument("--duration", type=float, help="model seconds of arrivals (default: the workload's)")
+    w.add_argument("--seed", type=int, default=0, help="seed of the trace and the farm")
+    w.add_argument("--time-scale", type=float, help="wall seconds per model second (default: the workload's)")
+    w.add_argument("--engines", type=int, help="engines of the farm, split over agent types by demand")
+    w.add_argument("--max-batch", type=int, help="batch slots per engine")
+    w.add_argument("--app", choices=["graph", "futures"], help="swe only: the LangGraph app or the futures workflow")
+    w.add_argument("--policy", help="the nalar system's policy (default nalar)")
+    w.add_argument("--json", metavar="FILE", help="write the result here")
+    w.add_argument("--plot", metavar="FILE.png", help="write latency-against-load and CDF plots here")
+    w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nalar`` command."""
     p = argparse.ArgumentParser(prog="nalar", description="Serve agent workflows as futures on Dask.")
@@ -84,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", metavar="FILE", help="write the result here")
     k.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     k.set_defaults(fn=_cmd_bench_control)
+    for name, summary in (("financial", "W1: stateful analyst sessions fanning out to four sub-agents"),
+                          ("router", "W2: a classifier routing to a chat workflow or a coding agent"),
+                          ("swe", "W3: planner, parallel developers and testers, recursive")):
+        w = bsub.add_parser(name, help=f"{summary}; one system at one or more rates")
+        w.add_argument("--system", choices=["nalar", "langgraph", "fcfs"], default="nalar", help="who serves the app")
+        w.add_argument("--rps", type=_rates, required=True, help="offered rate(s), requests per model second: R or R1,R2")
+        _workload_options(w)
+        w.set_defaults(fn=_cmd_bench_workload)
+    cmp = bsub.add_parser("compare", help="every system on the same seed; one table of ratios")
+    cmp.add_argument("workload", choices=["financial", "router", "swe"])
+    cmp.add_argument("--rps", type=_rates, help="offered rates R1,R2,... (default: the workload's sweep)")
+    cmp.add_argument("--systems", default="langgraph,nalar,fcfs", help="systems to run, comma-separated")
+    cmp.add_argument("--slo-factor", type=float, default=2.0,
+                     help="router: the mean-latency bound of a sustained rate, times the lower bound")
+    _workload_options(cmp)
+    cmp.set_defaults(fn=_cmd_bench_compare)
     return p
 
 

@@ -118,3 +118,24 @@ def nalar_kill(instance: str) -> bool | None:
     firstresult: ``True`` when done; ``None`` means no provisioner handled it.
     Decision hook.
     """
+
+
+@hookspec(firstresult=True)
+def nalar_adapter_route(kind: str, name: str, run: Any) -> bool | None:
+    """Called when an adapter is about to make an intercepted LangChain call a nalar call.
+
+    ``kind`` is ``"tool"`` or ``"model"``, ``name`` the component, ``run`` the
+    run's context (session, priority, deadline, LangGraph node and step).
+    firstresult: ``False`` runs the call in place, in the caller, outside nalar;
+    ``True`` or ``None`` routes it through nalar. Decision hook: a failure
+    reaches the caller.
+    """
+
+
+@hookspec
+def nalar_adapter_run(run: Any) -> None:
+    """Called when the LangChain callback handler records the start of a run.
+
+    ``run`` is a record with the run id, parent run, kind, name, session and
+    LangGraph node and step. Observer hook: failures are logged and contained.
+    """

@@ -16,11 +16,12 @@ object that did not travel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import threading
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
@@ -29,12 +30,20 @@ from ..context import new_id
 from ..future import Future, _in_task_thread
 from ..stubs import Directives, Stub
 from . import _jobs
-from ._parcel import InProcessWarning, NotSendable, Ref, check_sendable, release, sendable, shares_process
+from ._parcel import (
+    InProcessWarning,
+    NotSendable,
+    Ref,
+    check_sendable,
+    release,
+    sendable,
+    shares_process,
+)
 from ._runtree import Recorder, RunInfo
 from ._switch import Switch, runtime_of
 from ._tunnel import DONE, Channel, areplay, open_channel, replay, streaming_flags
 
-__all__ = ["AdapterCall", "GATES", "run_info"]
+__all__ = ["GATES", "AdapterCall", "run_info"]
 
 _CONF = "configurable"
 _RUNTIME_KEY = "__pregel_runtime"
@@ -64,7 +73,7 @@ def run_info(switch: Switch, run_manager: Any) -> RunInfo:
     ``config["configurable"]``; the session defaults to LangGraph's ``thread_id``.
     """
     metadata = dict(getattr(run_manager, "metadata", None) or {})
-    config = var_child_runnable_config.get() or {}
+    config: dict[str, Any] = dict(var_child_runnable_config.get() or {})
     configurable = dict(config.get(_CONF) or {})
     session = _lookup(metadata, configurable, "nalar_session") or switch.session or _lookup(metadata, configurable, "thread_id")
     priority = _number(_lookup(metadata, configurable, "nalar_priority"))
@@ -100,7 +109,7 @@ def _clean_config(config: dict[str, Any], channel: str) -> dict[str, Any]:
     """A config that pickles: LangGraph's in-process machinery stays behind."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("callbacks", "run_id"):
+        if key == "callbacks":
             continue
         if key == "metadata":
             out[key] = _clean_meta(dict(value or {}))
@@ -109,9 +118,14 @@ def _clean_config(config: dict[str, Any], channel: str) -> dict[str, Any]:
             runtime = (value or {}).get(_RUNTIME_KEY)
             if runtime is not None and dataclasses.is_dataclass(runtime):
                 store = getattr(runtime, "store", None)
+                try:
+                    sent = sendable(store, "the graph's store") if store is not None else None
+                except NotSendable as exc:
+                    # Only a body that reaches for it (get_store()) needs it; one that
+                    # declares it runs in the caller's process instead (see tool_job).
+                    sent = _jobs.StaysInCaller("the graph's store", exc.reason)
                 moved = dataclasses.replace(
-                    runtime, stream_writer=_jobs._TunnelWriter(channel),  # type: ignore[type-var]
-                    store=sendable(store, "the graph's store") if store is not None else None,
+                    runtime, stream_writer=_jobs.TunnelWriter(channel), store=sent,  # type: ignore[type-var]
                 )
                 if _picklable(moved):
                     conf[_RUNTIME_KEY] = moved
@@ -121,11 +135,11 @@ def _clean_config(config: dict[str, Any], channel: str) -> dict[str, Any]:
     return out
 
 
-def _plan_config(config: dict[str, Any] | None, by_value: bool, channel: str) -> _jobs._ConfigPlan:
+def _plan_config(config: dict[str, Any] | None, by_value: bool, channel: str) -> _jobs.ConfigPlan:
     config = dict(config or {})
     spec = _jobs.CallbacksSpec.of(config.get("callbacks"), _clean_meta if by_value else dict)
     rest = _clean_config(config, channel) if by_value else {k: v for k, v in config.items() if k != "callbacks"}
-    return _jobs._ConfigPlan(rest, spec, by_value, channel)
+    return _jobs.ConfigPlan(rest, spec, by_value, channel)
 
 
 def _stream_writer(config: dict[str, Any] | None, kwargs: dict[str, Any]) -> Callable[[Any], None] | None:
@@ -202,14 +216,24 @@ class AdapterCall:
         if tool_call_id:
             return f"{self.session}/{tool_call_id}"
         scope = f"{self.session}/{self.info.task_ns}/{self.component}"
-        seq = self.recorder.next_seq(scope) if self.recorder is not None else 0
+        # Counted per parent run: a task that LangGraph runs again after a resume
+        # is a new parent run, and its calls derive the same keys again.
+        parent = getattr(self.run_manager, "parent_run_id", None)
+        seq = self.recorder.next_seq(f"{scope}@{parent}") if self.recorder is not None else 0
         return f"{scope}/{seq}"
 
-    def stub(self, fn: Callable[..., Any], method: str) -> Stub:
-        """The stub of this call's component (directives from ``callback(directives=...)``)."""
+    def stub(self, fn: Callable[..., Any], method: str, **forced: Any) -> Stub:
+        """The stub of this call's component (directives from ``callback(directives=...)``).
+
+        Tool calls are journaled: a resumed run gets a finished tool's result
+        from the journal instead of running its effects again. Model calls have
+        no effects to protect, so they are not, unless their directives say
+        ``idempotent=False``.
+        """
         given = (self.switch.options.get("directives") or {}).get(self.component) or {}
         kind = "tool" if self.kind == "tool" else "agent"
-        directives = Directives(kind=kind, **given)
+        defaults = {"idempotent": True} if self.kind == "model" else {}
+        directives = Directives(kind=kind, **{**defaults, **given, **forced})
         directives.validate(self.component)
         return Stub(fn, self.component, directives, method)
 
@@ -258,14 +282,14 @@ class AdapterCall:
     def _tool_runtime(self, runtime: Any, by_value: bool) -> Any:
         plan = _plan_config(runtime.config, by_value, self.channel.id)
         if not by_value:
-            return _jobs._RuntimePlan(runtime, plan, tunnel_writer=False)
+            return _jobs.RuntimePlan(runtime, plan, tunnel_writer=False)
         moved = dataclasses.replace(
             runtime, config={}, stream_writer=None,
             store=sendable(runtime.store, "the graph's store") if runtime.store is not None else None,
             tools=[sendable(t, f"tool {getattr(t, 'name', t)!r}") for t in runtime.tools],
         )
         check_sendable(moved, f"the ToolRuntime of tool {self.component!r}")
-        return _jobs._RuntimePlan(moved, plan, tunnel_writer=True)
+        return _jobs.RuntimePlan(moved, plan, tunnel_writer=True)
 
     def model_job(self, model: Any, messages: list[Any], stop: list[str] | None, kwargs: dict[str, Any], deployed: bool) -> Any:
         """Pack a model job; raises :class:`NotSendable` when it cannot travel."""
@@ -353,7 +377,8 @@ class AdapterCall:
         options = {**options, "extra": {**options.get("extra", {}), "nalar_gate": name}}
         with _GATES_LOCK:
             GATES[name] = on_admit
-        stub = self.stub(_jobs.gate, "gate")
+        # A gate only holds a slot: replaying it from the journal would hold none.
+        stub = self.stub(_jobs.gate, "gate", idempotent=True)
         return name, self.rt.submit_call(stub, (name,), {}, **options)
 
     def _warn(self, exc: NotSendable) -> None:
@@ -365,39 +390,49 @@ class AdapterCall:
             stacklevel=4,
         )
 
+    @staticmethod
+    def _forget_gate(name: str) -> None:
+        with _GATES_LOCK:
+            GATES.pop(name, None)
+
     def _open_gate(self, name: str, outcome: str) -> None:
         from distributed import Variable
 
-        with _GATES_LOCK:
-            GATES.pop(name, None)
+        self._forget_gate(name)
         Variable(name, client=self.rt.client).set(outcome)
 
-    def in_process(self, exc: NotSendable, options: dict[str, Any], body: Callable[[], Any]) -> Any:
-        """Run ``body`` here once the controllers admit the call (thread callers)."""
+    @contextlib.contextmanager
+    def admitted(self, exc: NotSendable, options: dict[str, Any]) -> Iterator[None]:
+        """Hold an admitted slot of the call's instance while the body runs here (thread callers)."""
         self.done()
         if getattr(self.rt, "plugins", None) is None:  # a worker process: it is already on the cluster
-            return body()
+            yield
+            return
         self._warn(exc)
         admitted = threading.Event()
         name, fut = self._gate(options, lambda _: admitted.set())
         fut.add_done_callback(lambda _: admitted.set())  # refused before admission
         admitted.wait()
         if fut.done():
+            self._forget_gate(name)
             fut.result()  # raises the refusal
         outcome = ""
         try:
-            return body()
+            yield
         except BaseException as err:
             outcome = f"{type(err).__name__}: {err}"
             raise
         finally:
             self._open_gate(name, outcome)
+            fut.exception()  # the slot is free and the call's status final when this returns
 
-    async def ain_process(self, exc: NotSendable, options: dict[str, Any], body: Callable[[], Awaitable[Any]]) -> Any:
-        """Await ``body`` here once the controllers admit the call (async callers)."""
+    @contextlib.asynccontextmanager
+    async def aadmitted(self, exc: NotSendable, options: dict[str, Any]) -> AsyncIterator[None]:
+        """Hold an admitted slot of the call's instance while the body runs here (async callers)."""
         self.done()
         if getattr(self.rt, "plugins", None) is None:
-            return await body()
+            yield
+            return
         self._warn(exc)
         loop = asyncio.get_running_loop()
         admitted = asyncio.Event()
@@ -409,15 +444,28 @@ class AdapterCall:
         fut.add_done_callback(wake)
         await admitted.wait()
         if fut.done():
+            self._forget_gate(name)
             await fut
         outcome = ""
         try:
-            return await body()
+            yield
         except BaseException as err:
             outcome = f"{type(err).__name__}: {err}"
             raise
         finally:
             await loop.run_in_executor(None, self._open_gate, name, outcome)
+            with contextlib.suppress(Exception):  # the body's own error is what the caller sees
+                await fut
+
+    def in_process(self, exc: NotSendable, options: dict[str, Any], body: Callable[[], Any]) -> Any:
+        """Run ``body`` here once the controllers admit the call (thread callers)."""
+        with self.admitted(exc, options):
+            return body()
+
+    async def ain_process(self, exc: NotSendable, options: dict[str, Any], body: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``body`` here once the controllers admit the call (async callers)."""
+        async with self.aadmitted(exc, options):
+            return await body()
 
 
 def _worker_client() -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from ..context import new_id
@@ -26,10 +27,12 @@ from ..errors import NalarError
 
 __all__ = [
     "InProcessWarning",
+    "Lazy",
     "NotSendable",
     "Ref",
     "check_sendable",
     "release",
+    "resolve",
     "sendable",
     "shares_process",
 ]
@@ -63,8 +66,29 @@ def shares_process(rt: Any) -> bool:
     return cluster is not None and not config.get("processes", True)
 
 
-class Ref:
-    """A payload that pickles as a key into this process's reference table.
+class Lazy:
+    """A stand-in that travels as plain data and becomes its object on the worker.
+
+    Nothing happens when it is unpickled: Dask's scheduler unpickles a task's
+    arguments and pickles them again for the worker, and an object made there
+    (a rebuilt ``ChatOpenAI``) would not pickle a second time. The worker calls
+    :func:`resolve`.
+    """
+
+    __slots__ = ()
+
+    def resolve(self) -> Any:
+        """The object this stands for, in this process."""
+        raise NotImplementedError
+
+
+def resolve(value: Any) -> Any:
+    """``value``'s object if it is a :class:`Lazy` stand-in, else ``value``."""
+    return value.resolve() if isinstance(value, Lazy) else value
+
+
+class Ref(Lazy):
+    """A payload that travels as a key into this process's reference table.
 
     Only a worker in the same process can resolve it; it is released with
     :func:`release` once the call is done.
@@ -77,19 +101,33 @@ class Ref:
         with _REFS_LOCK:
             _REFS[self.key] = obj
 
-    def __reduce__(self) -> Any:
-        return (_deref, (self.key,))
+    def resolve(self) -> Any:
+        """The referenced object.
 
+        Raises:
+            NalarError: This is not the process that made the reference.
+        """
+        with _REFS_LOCK:
+            try:
+                return _REFS[self.key]
+            except KeyError:
+                raise NalarError(
+                    f"payload {self.key} is a by-reference payload of another process (or its call "
+                    "was already released); by-reference payloads only resolve on in-process workers"
+                ) from None
 
-def _deref(key: str) -> Any:
-    with _REFS_LOCK:
-        try:
-            return _REFS[key]
-        except KeyError:
-            raise NalarError(
-                f"payload {key} is a by-reference payload of another process (or its call "
-                "was already released); by-reference payloads only resolve on in-process workers"
-            ) from None
+    def model_dump(self) -> Any:
+        """The referenced payload's identity for the journal's argument hash.
+
+        Raises:
+            TypeError: The payload has none (the journal then keys on the idempotency key alone).
+        """
+        with _REFS_LOCK:
+            obj = _REFS.get(self.key)
+        dump = getattr(obj, "model_dump", None)
+        if dump is None:
+            raise TypeError("no identity")
+        return dump()
 
 
 def release(ref: Ref | None) -> None:
@@ -100,28 +138,37 @@ def release(ref: Ref | None) -> None:
 
 
 def _dumps(obj: Any) -> bytes:
-    from distributed.protocol.pickle import dumps
+    # Dask's own pickle helper logs every failure at ERROR level; a failed probe
+    # here is an expected outcome, not an error.
+    import pickle
 
-    return dumps(obj)
+    import cloudpickle
+
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
 
 
-class _ImportRef:
+class _ImportRef(Lazy):
     """An object importable as ``module.attr`` travels as that name."""
 
-    __slots__ = ("module", "attr")
+    __slots__ = ("attr", "module")
 
     def __init__(self, module: str, attr: str) -> None:
         self.module = module
         self.attr = attr
 
-    def __reduce__(self) -> Any:
-        return (_import_attr, (self.module, self.attr))
+    @property
+    def name(self) -> str:
+        """The attribute name (a tool's name for the journal's identity)."""
+        return self.attr
 
+    def resolve(self) -> Any:
+        """Import the object."""
+        import importlib
 
-def _import_attr(module: str, attr: str) -> Any:
-    import importlib
-
-    return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(self.module), self.attr)
 
 
 def _import_ref(obj: Any) -> _ImportRef | None:
@@ -138,27 +185,52 @@ def _import_ref(obj: Any) -> _ImportRef | None:
     return None
 
 
-class _Rebuild:
-    """A pydantic object sent as its class and the constructor fields that pickle."""
+_REBUILT: OrderedDict[str, Any] = OrderedDict()  # recipe id -> object, per process
+_REBUILT_LOCK = threading.Lock()
 
-    __slots__ = ("cls", "fields")
+
+class _Rebuild(Lazy):
+    """A pydantic object sent as its class and the constructor fields that pickle.
+
+    A worker builds it once per recipe and reuses it (clients and caches stay warm).
+    """
+
+    __slots__ = ("cls", "fields", "id")
 
     def __init__(self, cls: type, fields: dict[str, Any]) -> None:
+        self.id = new_id("rebuild")
         self.cls = cls
         self.fields = fields
 
-    def __reduce__(self) -> Any:
-        return (_rebuild, (self.cls, self.fields))
+    @property
+    def name(self) -> str:
+        """The object's ``name`` field, if any (a tool's name)."""
+        return str(self.fields.get("name") or self.cls.__name__)
 
-
-def _rebuild(cls: type, fields: dict[str, Any]) -> Any:
-    return cls(**fields)
+    def resolve(self) -> Any:
+        """The rebuilt object."""
+        with _REBUILT_LOCK:
+            obj = _REBUILT.get(self.id)
+            if obj is None:
+                obj = _REBUILT[self.id] = self.cls(**self.fields)
+                while len(_REBUILT) > 256:
+                    _REBUILT.popitem(last=False)
+            return obj
 
 
 # id(obj) -> (obj, what is sent); the object is kept so its id stays its own.
 _SENDABLE: dict[int, tuple[Any, Any]] = {}
 _SENDABLE_LOCK = threading.Lock()
 _SENDABLE_MAX = 4096
+
+
+def _remade(original: Any, rebuilt: Any) -> bool:
+    """Whether the rebuilt object made an equivalent of a field that could not travel."""
+    if rebuilt is None:
+        return False
+    if isinstance(original, (dict, list, tuple, set, frozenset)):
+        return bool(original == rebuilt)  # data the user gave must come back equal
+    return type(rebuilt) is type(original)  # a client or cache of the same kind
 
 
 def _rebuild_recipe(obj: Any, what: str, first_error: Exception) -> _Rebuild:
@@ -181,10 +253,22 @@ def _rebuild_recipe(obj: Any, what: str, first_error: Exception) -> _Rebuild:
         raise NotSendable(what, f"{first_error}; rebuilding it from its fields failed: {exc}") from exc
     # Only what the class makes again by itself (clients, caches) may be left out;
     # an unpicklable value the user passed in would be silently lost.
-    lost = [n for n in dropped if getattr(rebuilt, n, None) is None]
+    lost = [n for n in dropped if not _remade(getattr(obj, n, None), getattr(rebuilt, n, None))]
     if lost:
         raise NotSendable(what, f"{first_error}; its field(s) {lost} do not pickle")
     return _Rebuild(type(obj), kept)
+
+
+def _process_local(obj: Any) -> str | None:
+    """Why ``obj`` must not be copied to another process, if it must not."""
+    try:
+        from langgraph.store.memory import InMemoryStore
+    except ImportError:  # pragma: no cover - langgraph is a dependency
+        return None
+    if isinstance(obj, InMemoryStore):
+        return ("it keeps its data in this process's memory, and a worker process would write to a copy; "
+                "use a shared store such as nalar_plugin.state.DiskcacheStore")
+    return None
 
 
 def sendable(obj: Any, what: str) -> Any:
@@ -202,6 +286,9 @@ def sendable(obj: Any, what: str) -> Any:
     """
     if obj is None or isinstance(obj, (str, int, float, bool, bytes)):
         return obj
+    local = _process_local(obj)
+    if local is not None:
+        raise NotSendable(what, local)
     with _SENDABLE_LOCK:
         hit = _SENDABLE.get(id(obj))
     if hit is not None and hit[0] is obj:
@@ -233,6 +320,9 @@ def check_sendable(value: Any, what: str) -> Any:
     """Like :func:`sendable` for a plain argument (no import reference, no rebuild)."""
     if value is None or isinstance(value, (str, int, float, bool, bytes)):
         return value
+    local = _process_local(value)
+    if local is not None:
+        raise NotSendable(what, local)
     try:
         _dumps(value)
     except Exception as exc:

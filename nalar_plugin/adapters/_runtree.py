@@ -28,7 +28,7 @@ from uuid import UUID
 
 from ..future import FINISHED, Future
 
-__all__ = ["RunInfo", "RunRecord", "Recorder", "graph_ns"]
+__all__ = ["Recorder", "RunInfo", "RunRecord", "graph_ns"]
 
 
 def graph_ns(task_ns: str | None) -> str:
@@ -111,7 +111,7 @@ class Recorder:
         cap: Records and data-flow entries kept; the oldest are forgotten first.
     """
 
-    def __init__(self, cap: int = 100_000) -> None:
+    def __init__(self, cap: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._cap = cap
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
@@ -132,8 +132,9 @@ class Recorder:
     def start(self, record: RunRecord) -> None:
         """Record a run's start; a run without a session inherits its parent's."""
         with self._lock:
-            if record.session is None and record.parent_run_id in self._runs:
-                record.session = self._runs[record.parent_run_id].session
+            parent = self._runs.get(record.parent_run_id) if record.parent_run_id is not None else None
+            if record.session is None and parent is not None:
+                record.session = parent.session
             self._put(self._runs, record.run_id, record)
             if record.checkpoint_ns and record.step is not None and record.kind == "chain":
                 self._put(self._task_step, record.checkpoint_ns, (graph_ns(record.checkpoint_ns), record.step))
@@ -157,7 +158,7 @@ class Recorder:
         """A session for a run without a thread id: its root run's."""
         with self._lock:
             seen = 0
-            while run_id in self._runs and seen < 1000:
+            while run_id is not None and run_id in self._runs and seen < 1000:
                 record = self._runs[run_id]
                 if record.session:
                     return record.session

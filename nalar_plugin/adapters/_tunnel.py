@@ -29,12 +29,15 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks.manager import ahandle_event, handle_event
-from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
+from langchain_core.tracers._streaming import (
+    _StreamingCallbackHandler,
+    _V2StreamingCallbackHandler,
+)
 
 from ..context import new_id
 from ._switch import Switch, SwitchCarrier
 
-__all__ = ["DONE", "TOPIC", "Channel", "Tunnel", "emit", "open_channel", "replay", "areplay", "tunnel_class"]
+__all__ = ["DONE", "TOPIC", "Channel", "Tunnel", "areplay", "emit", "open_channel", "replay", "tunnel_class"]
 
 logger = logging.getLogger(__name__)
 

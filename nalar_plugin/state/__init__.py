@@ -10,8 +10,10 @@ prefix, so all of them can share one directory::
     DiskcacheNodeCache nodecache:  LangGraph node cache (CachePolicy)
     DiskcacheKVStore  kv:          LangChain byte store
     DiskcacheLLMCache llmcache:    LangChain LLM cache
-    Journal           journal*:    the call journal (exactly-once results and writes)
+    Journal           journal*:    the call journal: results, claims, per-session index
     managed_dict/list managed:     session-scoped managed state
+    StatePlugin       runtime:     serves the journal and managed state to workers from
+                                   the scheduler; a live Runtime's key proves the directory
 
 Example::
 

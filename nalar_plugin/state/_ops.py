@@ -19,7 +19,13 @@ from typing import Any, Final
 import ormsgpack
 
 from nalar_plugin.errors import StateCorruptedError, StateError
-from nalar_plugin.state._encoding import dumps_value, join_key, loads_value, pack, unpack
+from nalar_plugin.state._encoding import (
+    dumps_value,
+    join_key,
+    loads_value,
+    pack,
+    unpack,
+)
 
 __all__ = [
     "DICT",

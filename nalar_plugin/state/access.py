@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing.util
 import threading
+import uuid
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -31,7 +32,15 @@ from nalar_plugin.state.journal import Journal, JournalRecord
 from nalar_plugin.state.retry import RetryPolicy
 from nalar_plugin.state.serde import default_serde
 
-__all__ = ["HANDLER", "LocalAccess", "SchedulerAccess", "StateAccess", "access_for", "parse_allowed_types"]
+__all__ = [
+    "HANDLER",
+    "LocalAccess",
+    "SchedulerAccess",
+    "StateAccess",
+    "access_for",
+    "claim_holder_alive",
+    "parse_allowed_types",
+]
 
 HANDLER = "nalar_state"
 """The name of the scheduler handler that serves state requests."""
@@ -46,9 +55,15 @@ class StateAccess(Protocol):
     @property
     def retry(self) -> RetryPolicy: ...
 
-    def lookup(self, key: str, arg_hash: str) -> JournalRecord | None: ...
+    def new_owner(self) -> str: ...
 
-    async def alookup(self, key: str, arg_hash: str) -> JournalRecord | None: ...
+    def begin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]: ...
+
+    async def abegin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]: ...
+
+    def release(self, key: str, arg_hash: str, owner: str) -> None: ...
+
+    async def arelease(self, key: str, arg_hash: str, owner: str) -> None: ...
 
     def commit(self, **request: Any) -> tuple[JournalRecord | None, bool]: ...
 
@@ -79,17 +94,59 @@ def parse_allowed_types(names: Any) -> list[tuple[str, ...]]:
     return pairs
 
 
+def claim_holder_alive(holder: str, workers: Any, served: Any) -> bool:
+    """Whether the execution that holds a claim still runs.
+
+    Args:
+        holder: ``worker:{worker address}:{id}`` or ``local:{Runtime token}:{id}``.
+        workers: The addresses of the cluster's live workers.
+        served: The tokens of the live Runtimes.
+    """
+    kind, _, rest = holder.partition(":")
+    if kind == "worker":
+        return rest.rsplit(":", 1)[0] in workers
+    if kind == "local":
+        return rest.split(":", 1)[0] in served
+    return False
+
+
 class LocalAccess:
     """Direct access to a Runtime's journal in this process.
+
+    An execution here claims a call as ``local:{token}:{id}``. It releases the
+    claim when it ends, so a claim with this Runtime's token is alive; one with
+    another token was left by a process that died (or by another driver, whose
+    executions this process cannot see; they are taken over).
 
     Args:
         journal: The Runtime's journal.
         retry: The Runtime's retry policy.
+        token: The Runtime's token.
     """
 
-    def __init__(self, journal: Journal, retry: RetryPolicy) -> None:
+    def __init__(self, journal: Journal, retry: RetryPolicy, token: str) -> None:
         self._journal = journal
         self._retry = retry
+        self._token = token
+
+    def new_owner(self) -> str:
+        return f"local:{self._token}:{uuid.uuid4().hex}"
+
+    def _alive(self, holder: str) -> bool:
+        return claim_holder_alive(holder, (), (self._token,))
+
+    def begin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]:
+        return self._journal.begin(key, arg_hash, owner, self._alive)
+
+    async def abegin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]:
+        # SQLite may wait for another process's lock: keep it off the event loop.
+        return await asyncio.to_thread(self.begin, key, arg_hash, owner)
+
+    def release(self, key: str, arg_hash: str, owner: str) -> None:
+        self._journal.release(key, arg_hash, owner)
+
+    async def arelease(self, key: str, arg_hash: str, owner: str) -> None:
+        await asyncio.to_thread(self._journal.release, key, arg_hash, owner)
 
     @property
     def serde(self) -> Any:
@@ -98,13 +155,6 @@ class LocalAccess:
     @property
     def retry(self) -> RetryPolicy:
         return self._retry
-
-    def lookup(self, key: str, arg_hash: str) -> JournalRecord | None:
-        return self._journal.lookup(key, arg_hash)
-
-    async def alookup(self, key: str, arg_hash: str) -> JournalRecord | None:
-        # SQLite may wait for another process's lock: keep it off the event loop.
-        return await asyncio.to_thread(self._journal.lookup, key, arg_hash)
 
     def commit(self, **request: Any) -> tuple[JournalRecord | None, bool]:
         return self._journal.commit(**request)
@@ -165,33 +215,66 @@ class _SchedulerLink:
 class SchedulerAccess:
     """Access to a Runtime's state through the scheduler's nalar handler.
 
+    An execution here claims a call as ``worker:{worker address}:{id}``; the
+    scheduler knows which workers are alive.
+
     Args:
         token: The Runtime's token (the scheduler may serve several Runtimes).
         link: The rpc link to the scheduler.
+        worker: This worker's address.
     """
 
-    def __init__(self, token: str, link: _SchedulerLink) -> None:
+    def __init__(self, token: str, link: _SchedulerLink, worker: str) -> None:
         self._token = token
         self._link = link
-        info = link.call(request="info", token=token)
-        self._serde = default_serde(allowed_types=parse_allowed_types(info.get("allowed_types")))
-        self._retry = RetryPolicy(**info["retry"])
+        self._worker = worker
+        # The Runtime's settings (serde allowlist, retry policy) come with the
+        # first lookup's reply, so a call costs the same round trips first or not.
+        self._info: dict[str, Any] | None = None
+        self._serde: Any = None
+        self._retry = RetryPolicy()
+
+    def _learn(self, info: dict[str, Any] | None) -> None:
+        if info is not None and self._info is None:
+            self._serde = default_serde(allowed_types=parse_allowed_types(info.get("allowed_types")))
+            self._retry = RetryPolicy(**info["retry"])
+            self._info = info
+
+    def _ensure(self) -> None:
+        if self._info is None:
+            self._learn(self._link.call(request="info", token=self._token))
 
     @property
     def serde(self) -> Any:
+        self._ensure()
         return self._serde
 
     @property
     def retry(self) -> RetryPolicy:
+        self._ensure()
         return self._retry
 
-    def lookup(self, key: str, arg_hash: str) -> JournalRecord | None:
-        reply = self._link.call(request="lookup", token=self._token, key=key, arg_hash=arg_hash)
-        return None if reply is None else JournalRecord.from_wire(reply)
+    def new_owner(self) -> str:
+        return f"worker:{self._worker}:{uuid.uuid4().hex}"
 
-    async def alookup(self, key: str, arg_hash: str) -> JournalRecord | None:
-        reply = await self._link.acall(request="lookup", token=self._token, key=key, arg_hash=arg_hash)
-        return None if reply is None else JournalRecord.from_wire(reply)
+    def _begun(self, reply: dict[str, Any]) -> tuple[str, JournalRecord | None]:
+        self._learn(reply.get("info"))
+        found = reply.get("record")
+        return str(reply["state"]), None if found is None else JournalRecord.from_wire(found)
+
+    def begin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]:
+        return self._begun(self._link.call(
+            request="begin", token=self._token, key=key, arg_hash=arg_hash, owner=owner, info=self._info is None))
+
+    async def abegin(self, key: str, arg_hash: str, owner: str) -> tuple[str, JournalRecord | None]:
+        return self._begun(await self._link.acall(
+            request="begin", token=self._token, key=key, arg_hash=arg_hash, owner=owner, info=self._info is None))
+
+    def release(self, key: str, arg_hash: str, owner: str) -> None:
+        self._link.call(request="release-claim", token=self._token, key=key, arg_hash=arg_hash, owner=owner)
+
+    async def arelease(self, key: str, arg_hash: str, owner: str) -> None:
+        await self._link.acall(request="release-claim", token=self._token, key=key, arg_hash=arg_hash, owner=owner)
 
     def commit(self, **request: Any) -> tuple[JournalRecord | None, bool]:
         return _from_commit(self._link.call(request="commit", token=self._token, **_wire(request)))
@@ -232,7 +315,7 @@ def access_for(token: str) -> StateAccess:
 
     rt = _task.RUNTIMES.get(token)
     if rt is not None and getattr(rt, "journal", None) is not None:
-        return LocalAccess(rt.journal, rt.retry_policy)
+        return LocalAccess(rt.journal, rt.retry_policy, token)
     with _LOCK:
         found = _ACCESS.get(token)
         if found is not None:
@@ -250,5 +333,5 @@ def access_for(token: str) -> StateAccess:
         link = _LINKS.get(address)
         if link is None:
             link = _LINKS[address] = _SchedulerLink(address, dict(worker.connection_args))
-        access = _ACCESS[token] = SchedulerAccess(token, link)
+        access = _ACCESS[token] = SchedulerAccess(token, link, worker.address)
         return access

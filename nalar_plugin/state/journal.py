@@ -4,11 +4,20 @@ Layout::
 
     journal:{idempotency key}:{argument hash}          the record (msgpack)
     journal-session:{session}:{idempotency key}:{argument hash}   empty; an index
+    journal-claim:{idempotency key}:{argument hash}    who runs the call now (msgpack)
 
 A call's staged managed-state writes and its journal record are written in one
 store transaction (:meth:`Journal.commit`), so either both exist or neither
-does. A call that finds its record (:meth:`Journal.lookup`) does not run again:
-it returns the recorded result.
+does. A call that finds its record does not run again: it returns the recorded
+result.
+
+Before its body runs, an execution *claims* the call (:meth:`Journal.begin`).
+A second execution of the same call that finds a claim whose holder is alive
+waits for that holder to commit (and then returns its result) or to give up,
+instead of running the body beside it. That happens when a retry races an
+execution that was thought lost (its parent's worker died, not its own), and
+when one keyed call is made twice at once. A claim whose holder died (its
+worker left the cluster, its driver process ended) is taken over.
 
 The argument hash guards the key. A call whose key is in the journal under
 *another* argument hash is a different call that happens to share the key (a
@@ -21,16 +30,19 @@ cannot encode hash to ``"*"``: the key alone identifies the call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
 
 from nalar_plugin.errors import SerializationError, StateError
 from nalar_plugin.state._encoding import join_key, loads_value, pack, unescape, unpack
+from nalar_plugin.state._group import GroupWriter
 from nalar_plugin.state._ops import (
     MANAGED_PREFIX,
     apply_op,
@@ -42,11 +54,20 @@ from nalar_plugin.state._ops import (
 )
 from nalar_plugin.state.store import Store
 
-__all__ = ["UNGUARDED", "Journal", "JournalRecord", "arg_hash"]
+__all__ = ["DONE", "RUN", "UNGUARDED", "WAIT", "Journal", "JournalRecord", "arg_hash"]
 
 _PREFIX: Final = "journal:"
 _SESSION_PREFIX: Final = "journal-session:"
+_CLAIM_PREFIX: Final = "journal-claim:"
 _RECORD_VERSION: Final = 1
+# A claim outlives any sane call; the expiry only sweeps claims of dead processes.
+_CLAIM_TTL: Final = 7 * 86400.0
+DONE: Final = "done"
+""":meth:`Journal.begin`: the call committed; return its record's result."""
+RUN: Final = "run"
+""":meth:`Journal.begin`: the caller holds the claim; run the body."""
+WAIT: Final = "wait"
+""":meth:`Journal.begin`: a live execution holds the claim; ask again later."""
 UNGUARDED: Final = "*"
 """The argument hash of a call whose arguments the serde cannot encode."""
 
@@ -96,6 +117,10 @@ def _index_key(session: str, key: str, hash_: str) -> str:
     return join_key(_SESSION_PREFIX, session, key, hash_)
 
 
+def _claim_key(key: str, hash_: str) -> str:
+    return join_key(_CLAIM_PREFIX, key, hash_)
+
+
 class Journal:
     """The journal and the managed state of every session, in one :class:`Store`.
 
@@ -105,6 +130,16 @@ class Journal:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # SQLite makes writers of one process wait for each other by sleeping
+        # and polling; a lock hands the write transaction over at once instead,
+        # and claims and commits of concurrent calls share transactions.
+        self._write_lock = threading.Lock()
+        self._group = GroupWriter(store, self._write_lock)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._write_lock, self._store.transact():
+            yield
 
     @property
     def store(self) -> Store:
@@ -131,6 +166,46 @@ class Journal:
         version, session, call_id, attempt, committed_at, type_, payload = unpack(data, key=rk, length=7)
         del version  # one version so far; a newer one is refused by the directory marker
         return JournalRecord(key, arg_hash, session, call_id, int(attempt), float(committed_at), type_, bytes(payload))
+
+    def begin(self, key: str, arg_hash: str, owner: str, alive: Callable[[str], bool]) -> tuple[str, JournalRecord | None]:
+        """Look the call up and, if it has not committed, claim it for ``owner``.
+
+        Args:
+            key: The idempotency key.
+            arg_hash: The argument hash.
+            owner: Who asks (unique per execution; see the access classes).
+            alive: Whether the holder of an existing claim still runs.
+
+        Returns:
+            ``(DONE, record)``, ``(RUN, None)`` or ``(WAIT, None)``.
+
+        Raises:
+            StateError: The store failed.
+        """
+        return self._group.run(lambda: self._begin(key, arg_hash, owner, alive))
+
+    def _begin(self, key: str, arg_hash: str, owner: str, alive: Callable[[str], bool]) -> tuple[str, JournalRecord | None]:
+        found = self.lookup(key, arg_hash)
+        if found is not None:
+            return DONE, found
+        ck = _claim_key(key, arg_hash)
+        held = self._store.get_bytes(ck)
+        if held is not None:
+            holder = str(unpack(held, key=ck, length=2)[0])
+            if holder != owner and alive(holder):
+                return WAIT, None
+        self._store.set_bytes(ck, pack([owner, time.time()]), expire=_CLAIM_TTL)
+        return RUN, None
+
+    def release(self, key: str, arg_hash: str, owner: str) -> None:
+        """Drop ``owner``'s claim on a call that will not commit (its body raised)."""
+        self._group.run(lambda: self._release(key, arg_hash, owner))
+
+    def _release(self, key: str, arg_hash: str, owner: str) -> None:
+        ck = _claim_key(key, arg_hash)
+        held = self._store.get_bytes(ck)
+        if held is not None and unpack(held, key=ck, length=2)[0] == owner:
+            self._store.delete(ck)
 
     def commit(
         self,
@@ -167,22 +242,26 @@ class Journal:
             StateError: The store failed; nothing was written.
         """
         staged = decode_ops(ops) if ops else []
-        with self._store.transact():
-            if key is not None:
-                existing = self.lookup(key, arg_hash)
-                if existing is not None:
-                    return existing, False
-            self._apply(staged)
-            if key is None:
-                return None, True
-            type_, payload = result if result is not None else ("null", b"")
-            record = JournalRecord(key, arg_hash, session, call_id, attempt, time.time(), type_, payload)
-            self._store.set_bytes(
-                _record_key(key, arg_hash),
-                pack([_RECORD_VERSION, session, call_id, attempt, record.committed_at, type_, payload]),
-            )
-            self._store.set_bytes(_index_key(session, key, arg_hash), b"")
-            return record, True
+        return self._group.run(lambda: self._commit(key, arg_hash, session, call_id, attempt, result, staged))
+
+    def _commit(self, key: str | None, arg_hash: str, session: str, call_id: str, attempt: int,
+                result: tuple[str, bytes] | None, staged: list[Any]) -> tuple[JournalRecord | None, bool]:
+        if key is not None:
+            existing = self.lookup(key, arg_hash)
+            if existing is not None:
+                return existing, False
+        self._apply(staged)
+        if key is None:
+            return None, True
+        self._store.delete(_claim_key(key, arg_hash))
+        type_, payload = result if result is not None else ("null", b"")
+        record = JournalRecord(key, arg_hash, session, call_id, attempt, time.time(), type_, payload)
+        self._store.set_bytes(
+            _record_key(key, arg_hash),
+            pack([_RECORD_VERSION, session, call_id, attempt, record.committed_at, type_, payload]),
+        )
+        self._store.set_bytes(_index_key(session, key, arg_hash), b"")
+        return record, True
 
     def records(self, session: str) -> list[JournalRecord]:
         """Every committed call of ``session``, oldest commit first."""
@@ -204,7 +283,7 @@ class Journal:
             The number of keys deleted.
         """
         deleted = 0
-        with self._store.transact():
+        with self._writing():
             for key, hash_ in list(self._index(session)):
                 deleted += self._store.delete(_record_key(key, hash_))
                 deleted += self._store.delete(_index_key(session, key, hash_))
@@ -237,7 +316,7 @@ class Journal:
     def apply(self, ops: bytes) -> None:
         """Apply staged writes at once, in one transaction (writes made outside any call)."""
         staged = decode_ops(ops)
-        with self._store.transact():
+        with self._writing():
             self._apply(staged)
 
     def managed_names(self, session: str) -> list[str]:
@@ -260,8 +339,13 @@ class Journal:
                     f"managed_{touched[key][0]} and a managed_{kind} in one call"
                 )
             apply_op(self.serde, touched[key][1], kind, op, args)
-        for key, (kind, value) in touched.items():
-            self._store.set_bytes(key, encode_container(self.serde, kind, value, what=f"managed state at key {key!r}"))
+        # Encode everything before writing anything: a failure leaves no write behind.
+        encoded = {
+            key: encode_container(self.serde, kind, value, what=f"managed state at key {key!r}")
+            for key, (kind, value) in touched.items()
+        }
+        for key, data in encoded.items():
+            self._store.set_bytes(key, data)
 
 
 # -- argument hashing -------------------------------------------------------------

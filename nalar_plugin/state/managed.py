@@ -31,7 +31,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, MutableSequence
+from collections.abc import (
+    Callable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+    MutableSequence,
+)
 from typing import Any, Protocol, overload
 
 from nalar_plugin.errors import RuntimeStateError, StateError

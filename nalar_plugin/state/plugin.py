@@ -2,8 +2,7 @@
 
 A Runtime whose calls may run in other processes registers one
 :class:`StatePlugin` with ``client.register_plugin``. In the scheduler's process
-the plugin opens the Runtime's state directory (or, when the scheduler lives
-in the driver's process, reuses the Runtime's open store) and adds one handler,
+the plugin opens the Runtime's state directory and adds one handler,
 ``nalar_state``, that workers call over their ordinary connection to the
 scheduler (:class:`~nalar_plugin.state.access.SchedulerAccess`). The handler
 runs each store operation in a small thread pool, so a lock held by another
@@ -27,17 +26,18 @@ import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from nalar_plugin.errors import StateError
-from nalar_plugin.state.access import HANDLER, parse_allowed_types
+from nalar_plugin.state.access import HANDLER, claim_holder_alive, parse_allowed_types
 from nalar_plugin.state.journal import Journal
 from nalar_plugin.state.serde import default_serde
-from nalar_plugin.state.store import Store
+from nalar_plugin.state.store import MARKER_NAME, Store
 
-__all__ = ["StatePlugin", "plugin_name"]
+__all__ = ["StatePlugin", "identity_key", "plugin_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Served:
     journal: Journal
-    owns_store: bool
     retry: dict[str, Any]
     allowed_types: list[str]
     scheduler: Any
@@ -57,6 +56,11 @@ _EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None
 _SAVED_ALLOWED_FAILURES: dict[int, int] = {}  # id(scheduler) -> its value before nalar
 
 
+def identity_key(token: str) -> str:
+    """The key a Runtime writes in its store so the scheduler can check it opened the same one."""
+    return f"runtime:{token}"
+
+
 def plugin_name(token: str) -> str:
     """The plugin name under which the Runtime ``token`` registers."""
     return f"nalar-state-{token}"
@@ -66,7 +70,8 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
     global _EXECUTOR
     with _LOCK:
         if _EXECUTOR is None:
-            _EXECUTOR = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="nalar-state")
+            # Waiting callers share the journal's group commits; more of them, bigger batches.
+            _EXECUTOR = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="nalar-state")
         return _EXECUTOR
 
 
@@ -90,21 +95,37 @@ class StatePlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         """Open the store, add the handler, take over worker-loss retries."""
-        from nalar_plugin import _task
-
-        rt = _task.RUNTIMES.get(self.token)
-        if rt is not None and getattr(rt, "journal", None) is not None:
-            journal, owns = rt.journal, False
-        else:
-            serde = default_serde(allowed_types=parse_allowed_types(self.allowed_types))
-            loop = asyncio.get_running_loop()
-            store = await loop.run_in_executor(_executor(), lambda: Store(self.path, serde=serde))
-            journal, owns = Journal(store), True
+        # The scheduler's process opens the directory itself, even when it is
+        # the driver's process: a second connection is cheap, and the plugin
+        # then works the same on every kind of cluster.
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(_executor(), self._open)
         with _LOCK:
-            _SERVED[self.token] = _Served(journal, owns, self.retry, self.allowed_types, scheduler)
+            _SERVED[self.token] = _Served(Journal(store), self.retry, self.allowed_types, scheduler)
             _SAVED_ALLOWED_FAILURES.setdefault(id(scheduler), scheduler.allowed_failures)
         scheduler.handlers[HANDLER] = _handle
         scheduler.allowed_failures = 0
+
+    def _open(self) -> Store:
+        """Open the driver's state directory, and prove it is the same one.
+
+        Raises:
+            StateError: The scheduler's host has no such directory, or another
+                one at that path (the driver and the scheduler share no file system).
+        """
+        if not (Path(self.path) / MARKER_NAME).is_file():
+            raise StateError(
+                f"the Dask scheduler cannot see the Runtime's state directory {self.path!r}; it must be "
+                "on the scheduler's host (or a file system the driver and the scheduler share)"
+            )
+        store = Store(self.path, serde=default_serde(allowed_types=parse_allowed_types(self.allowed_types)))
+        if store.get_bytes(identity_key(self.token)) is None:
+            store.close()
+            raise StateError(
+                f"the Dask scheduler sees another directory at {self.path!r} than the Runtime does "
+                "(no shared file system?); put the state directory where both can reach it"
+            )
+        return store
 
     async def close(self) -> None:
         """Release the store when the scheduler closes."""
@@ -112,7 +133,7 @@ class StatePlugin(SchedulerPlugin):
 
 
 def release(token: str) -> None:
-    """Stop serving ``token``; close its store if the plugin opened it.
+    """Stop serving ``token`` and close the store the plugin opened for it.
 
     When no Runtime is served any more, the scheduler's ``allowed_failures``
     gets back its value from before nalar.
@@ -126,8 +147,7 @@ def release(token: str) -> None:
             saved = _SAVED_ALLOWED_FAILURES.pop(sid, None)
             if saved is not None:
                 served.scheduler.allowed_failures = saved
-    if served.owns_store:
-        served.journal.store.close()
+    served.journal.store.close()
 
 
 async def _handle(request: str, token: str, **msg: Any) -> Any:
@@ -140,12 +160,25 @@ async def _handle(request: str, token: str, **msg: Any) -> Any:
             "(the Runtime closed, or it registered no state plugin on this cluster)"
         )
     journal = served.journal
+    info = {"retry": served.retry, "allowed_types": served.allowed_types}
     if request == "info":
-        return {"retry": served.retry, "allowed_types": served.allowed_types}
+        return info
     loop = asyncio.get_running_loop()
-    if request == "lookup":
-        rec = await loop.run_in_executor(_executor(), journal.lookup, msg["key"], msg["arg_hash"])
-        return None if rec is None else rec.to_wire()
+    if request == "begin":
+        # Snapshots taken on the event loop, where the scheduler changes them.
+        workers, served_tokens = set(served.scheduler.workers), set(_SERVED)
+
+        def alive(holder: str) -> bool:
+            return claim_holder_alive(holder, workers, served_tokens)
+
+        state, rec = await loop.run_in_executor(
+            _executor(), journal.begin, msg["key"], msg["arg_hash"], msg["owner"], alive
+        )
+        return {"state": state, "record": None if rec is None else rec.to_wire(),
+                "info": info if msg.get("info") else None}
+    if request == "release-claim":
+        await loop.run_in_executor(_executor(), journal.release, msg["key"], msg["arg_hash"], msg["owner"])
+        return None
     if request == "commit":
         result = msg.pop("result", None)
         ops = msg.pop("ops", None)

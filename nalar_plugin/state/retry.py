@@ -59,7 +59,7 @@ class RetryPolicy:
                 if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                     return float(raw)
                 return float(parse_timedelta(raw, default="seconds"))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, KeyError) as exc:
                 raise ConfigError(f"bad value for nalar.{key}: {raw!r} ({exc})") from exc
 
         raw_retries = config.get("retries", 3)

@@ -79,9 +79,12 @@ class StateMixin:
             raise
 
     def _register_state_plugin(self) -> None:
-        from nalar_plugin.state.plugin import StatePlugin, plugin_name
+        from nalar_plugin.state.plugin import StatePlugin, identity_key, plugin_name
 
         assert self._store is not None
+        # Lets the scheduler prove it opened this very directory; expires by
+        # itself if the driver dies without closing.
+        self._store.set_bytes(identity_key(self.token), b"", expire=86400)
         plugin = StatePlugin(self.token, str(self._store.path), self.retry_policy.to_dict(), self._allowed_types)
         try:
             self.client.register_plugin(plugin, name=plugin_name(self.token))
@@ -98,6 +101,12 @@ class StateMixin:
     def _abandon_cluster(self) -> None:
         """Release what ``Runtime.__init__`` made before the state failed to open."""
         if self._store is not None:
+            from nalar_plugin.state.plugin import identity_key
+
+            try:
+                self._store.delete(identity_key(self.token))
+            except StateError:
+                pass
             self._store.close()
         try:
             self.client.close()
@@ -123,6 +132,12 @@ class StateMixin:
                 logger.debug("could not release the state plugin: %s", exc)
             self._state_plugin = None
         if self._store is not None:
+            from nalar_plugin.state.plugin import identity_key
+
+            try:
+                self._store.delete(identity_key(self.token))
+            except StateError as exc:  # closing must not fail on a store gone bad
+                logger.debug("could not delete the Runtime's identity key: %s", exc)
             self._store.close()
 
     # -- public ------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""``nalar bench compare``: every system on the same trace, and the ratios between them.
+
+Each offered rate makes one trace (one seed) that every system runs in turn, so
+a ratio compares the same requests, decisions and token counts. Ratios are
+``system / langgraph`` of model-second latencies (below 1 is better), except the
+sustained rate, where above 1 is better.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .runner import SYSTEMS, RunResult, RunSettings, run
+
+__all__ = ["GOALS", "compare", "format_table", "knee", "sustained_rps"]
+
+# The goals of the benchmark issue, checked on one run's ratios.
+GOALS = {
+    "financial": "nalar p99 <= 0.35x langgraph past the baseline's knee, <= 1.05x at the lowest rate",
+    "router": "highest rate nalar sustains (mean latency under the bound) >= 1.5x the baseline's",
+    "swe": "langgraph mean job completion time >= 3x nalar's",
+    "all": "nalar mean latency at its best load <= 1.3x the lower bound",
+}
+
+BASELINE = "langgraph"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0 or (isinstance(a, float) and math.isnan(a)):
+        return None
+    return round(a / b, 3)
+
+
+def sustained_rps(runs: Sequence[dict[str, Any]], slo_factor: float) -> float:
+    """The highest offered rate whose run completed every request with mean latency under the bound.
+
+    The bound is ``slo_factor`` times the run's lower bound (the mean latency on an
+    idle farm); rates above one that fails do not count.
+    """
+    best = 0.0
+    for r in sorted(runs, key=lambda r: r["rps_offered"]):
+        mean = r["latency_s"]["mean"]
+        if r["failed"] or mean is None or mean > slo_factor * r["lower_bound_s"]:
+            break
+        best = r["rps_offered"]
+    return best
+
+
+def knee(runs: Sequence[dict[str, Any]], factor: float = 2.0) -> float | None:
+    """The lowest offered rate at which P99 exceeds ``factor`` times its P99 at the lowest rate."""
+    ordered = sorted(runs, key=lambda r: r["rps_offered"])
+    if not ordered or ordered[0]["latency_s"]["p99"] is None:
+        return None
+    base = ordered[0]["latency_s"]["p99"]
+    for r in ordered[1:]:
+        p99 = r["latency_s"]["p99"]
+        if r["failed"] or p99 is None or p99 > factor * base:
+            return float(r["rps_offered"])
+    return None
+
+
+def _goals(workload: str, by_system: dict[str, list[dict[str, Any]]], slo_factor: float) -> dict[str, Any]:
+    """Each goal's measured value and whether it is met."""
+    nalar, base = by_system.get("nalar", []), by_system.get(BASELINE, [])
+    out: dict[str, Any] = {}
+    if nalar:
+        best = min((r["latency_s"]["mean"] / r["lower_bound_s"] for r in nalar if r["latency_s"]["mean"] is not None),
+                   default=None)
+        out["mean_over_lower_bound_at_best_load"] = {"value": _r(best), "goal": 1.3,
+                                                     "met": best is not None and best <= 1.3}
+    if not (nalar and base):
+        return out
+    pairs = [(n, b) for n in nalar for b in base if n["rps_offered"] == b["rps_offered"]]
+    if workload == "financial":
+        k = knee(base)
+        low = [_ratio(n["latency_s"]["p99"], b["latency_s"]["p99"]) for n, b in pairs[:1]]
+        past = [_ratio(n["latency_s"]["p99"], b["latency_s"]["p99"]) for n, b in pairs
+                if k is not None and n["rps_offered"] >= k]
+        out["p99_ratio_lowest_rate"] = {"value": low[0] if low else None, "goal": 1.05,
+                                        "met": bool(low) and low[0] is not None and low[0] <= 1.05}
+        out["p99_ratio_past_knee"] = {"knee_rps": k, "values": past, "goal": 0.35,
+                                      "met": bool(past) and all(v is not None and v <= 0.35 for v in past)}
+    elif workload == "router":
+        sn, sb = sustained_rps(nalar, slo_factor), sustained_rps(base, slo_factor)
+        out["sustained_rps"] = {"nalar": sn, BASELINE: sb, "ratio": _ratio(sn, sb), "slo_factor": slo_factor,
+                                "goal": 1.5, "met": sb > 0 and sn / sb >= 1.5}
+    elif workload == "swe":
+        speed = [_ratio(b["latency_s"]["mean"], n["latency_s"]["mean"]) for n, b in pairs]
+        out["jct_speedup"] = {"values": speed, "goal": 3.0,
+                              "met": bool(speed) and all(v is not None and v >= 3.0 for v in speed)}
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYSTEMS, slo_factor: float = 2.0,
+            on_run: Callable[[RunResult], None] | None = None, **settings: Any) -> dict[str, Any]:
+    """Run every system at every offered rate on the same seed; return runs, ratios and goals.
+
+    Args:
+        workload: ``financial``, ``router`` or ``swe``.
+        rps: Offered rates.
+        systems: Systems to run (the ratios need ``langgraph``).
+        slo_factor: The latency bound for "sustained", as a multiple of the lower bound.
+        on_run: Called with each run's result as it finishes (latencies for plots).
+        **settings: Further :class:`~nalar_plugin.bench.runner.RunSettings` fields.
+
+    Returns:
+        ``{"workload", "seed", "runs": {system: [summary, ...]}, "ratios": [...], "goals": {...}}``.
+    """
+    base_settings = RunSettings(workload, systems[0], rps[0], **settings)
+    by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for rate in rps:
+        for system in systems:
+            result = run(replace(base_settings, system=system, rps=rate))
+            by_system[system].append(result.summary)
+            if on_run is not None:
+                on_run(result)
+    ratios = []
+    for i, rate in enumerate(rps):
+        if BASELINE not in by_system:
+            break
+        b = by_system[BASELINE][i]
+        row: dict[str, Any] = {"rps": rate}
+        for system in systems:
+            if system == BASELINE:
+                continue
+            m = by_system[system][i]
+            row[f"{system}/{BASELINE}"] = {
+                **{k: _ratio(m["latency_s"][k], b["latency_s"][k]) for k in ("mean", "p50", "p95", "p99")},
+                "makespan": _ratio(m["makespan_s"], b["makespan_s"]),
+                "imbalance": _ratio(m["per_engine_load_imbalance"], b["per_engine_load_imbalance"]),
+            }
+        ratios.append(row)
+    return {"workload": workload, "seed": base_settings.seed, "runs": by_system, "ratios": ratios,
+            "goals": _goals(workload, by_system, slo_factor), "goal_text": {workload: GOALS[workload], "all": GOALS["all"]}}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """One plain-text table: each system's latencies and its ratios to the baseline, per rate."""
+    lines = [f"{result['workload']} (seed {result['seed']}): latencies in model seconds; ratio = system / {BASELINE}"]
+    head = f"{'rps':>6} {'system':<10} {'done':>9} {'mean':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'makespan':>9} " \
+           f"{'lb':>7} {'imb':>5} | {'mean':>6} {'p95':>6} {'p99':>6} {'mksp':>6}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    runs = result["runs"]
+    systems = list(runs)
+    for i, row in enumerate(result["ratios"] or [{"rps": r["rps_offered"]} for r in runs[systems[0]]]):
+        for system in systems:
+            m = runs[system][i]
+            lat = m["latency_s"]
+            ratio = row.get(f"{system}/{BASELINE}", {})
+
+            def f(x: Any, w: int = 8) -> str:
+                return f"{x:>{w}.2f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"
+
+            lines.append(
+                f"{row['rps']:>6g} {system:<10} {m['completed']:>4}/{m['requests']:<4} {f(lat['mean'])} {f(lat['p50'])} "
+                f"{f(lat['p95'])} {f(lat['p99'])} {f(m['makespan_s'], 9)} {f(m['lower_bound_s'], 7)} "
+                f"{f(m['per_engine_load_imbalance'], 5)} | {f(ratio.get('mean'), 6)} {f(ratio.get('p95'), 6)} "
+                f"{f(ratio.get('p99'), 6)} {f(ratio.get('makespan'), 6)}"
+            )
+    for name, goal in result.get("goals", {}).items():
+        verdict = "met" if goal.get("met") else "NOT met"
+        detail = {k: v for k, v in goal.items() if k != "met"}
+        lines.append(f"goal {name}: {verdict} {detail}")
+    return "\n".join(lines)

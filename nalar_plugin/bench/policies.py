@@ -1,0 +1,121 @@
+"""Policies of the benchmarks: compositions of installed policies, and one re-allocation policy.
+
+``"least_loaded+migrate"`` is a policy whose ``choose`` is the first member's that
+defines one and whose decisions are every member's, in order; a member may take
+constructor arguments, ``"reallocate:cooldown_ticks=300"``.
+
+:class:`FollowDemandPolicy` (``follow_demand``) is the one scheduling rule written
+here, registered through the ``nalar_add_policies`` hook: the built-in
+``reallocate`` reacts to one tick's load and, on the router workload, moves
+engines back and forth faster than their warm-up (``docs/benchmarks.md`` shows
+it); this one follows load averaged over seconds and waits out the warm-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..scheduler.decisions import Decision, Provision, Snapshot
+from ..scheduler.policies import Policy
+
+__all__ = ["BenchPolicies", "CompositePolicy", "FollowDemandPolicy", "make_policy"]
+
+
+class CompositePolicy(Policy):
+    """Several policies as one: the first ``choose`` that picks wins; decisions are concatenated."""
+
+    def __init__(self, name: str, members: Sequence[Any]) -> None:
+        self.name = name
+        self.members = list(members)
+
+    def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
+        for member in self.members:
+            picked = member.choose(component, candidates)
+            if picked is not None:
+                return picked
+        return None
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        out: list[Decision] = []
+        for member in self.members:
+            out.extend(member.decide(snapshot) or [])
+        return out
+
+
+class FollowDemandPolicy(Policy):
+    """Move engines between agent types in proportion to their load averaged over time, waiting out each warm-up."""
+
+    name = "follow_demand"
+
+    def __init__(self, horizon_ticks: int = 100, cooldown_ticks: int = 300, margin: float = 0.75) -> None:
+        self.horizon_ticks = max(1, horizon_ticks)
+        self.alpha = 1.0 / self.horizon_ticks  # EWMA weight: load over about horizon_ticks ticks
+        self.cooldown_ticks = cooldown_ticks  # no move before the previous one has warmed up
+        self.margin = margin  # instances a component must be short (and the donor over) before a move
+        self._load: dict[str, float] = {}
+        self._last = -(10**9)
+
+    def decide(self, snapshot: Snapshot) -> list[Decision]:
+        # Only bounded components are engine pools a provisioner can move engines between.
+        pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity is not None}
+        for name, comp in pools.items():
+            prev = self._load.get(name, 0.0)
+            self._load[name] = prev + self.alpha * (comp.load - prev)
+        total = sum(self._load.get(n, 0.0) for n in pools)
+        # Nothing moves until the average covers a horizon, nor before the last move warmed up.
+        if len(pools) < 2 or total <= 0 or snapshot.tick < self.horizon_ticks \
+                or snapshot.tick - self._last < self.cooldown_ticks:
+            return []
+        engines = sum(len(c.instances) for c in pools.values())
+        short = {n: max(1.0, engines * self._load[n] / total) - len(c.instances) for n, c in pools.items()}
+        need = max(short, key=lambda n: short[n])
+        give = min(short, key=lambda n: short[n])
+        if short[need] < self.margin or -short[give] < self.margin or len(pools[give].instances) < 2:
+            return []
+        donor = min(pools[give].instances.values(), key=lambda s: (s.load, s.instance))
+        self._last = snapshot.tick
+        return [Provision(need, where=donor.instance)]
+
+
+class BenchPolicies:
+    """A plugin that installs the benchmark's policies (``nalar_add_policies``)."""
+
+    @hookimpl
+    def nalar_add_policies(self) -> dict[str, type]:
+        return {"follow_demand": FollowDemandPolicy}
+
+
+def _member(rt: Any, spec: str) -> Any:
+    """One installed policy from ``name`` or ``name:key=value,key=value`` (constructor arguments).
+
+    Raises:
+        ConfigError: A malformed argument.
+    """
+    name, _, args = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for pair in filter(None, (a.strip() for a in args.split(","))):
+        key, eq, raw = pair.partition("=")
+        if not eq:
+            raise ConfigError(f"policy argument {pair!r} of {spec!r} is not key=value")
+        kwargs[key.strip()] = float(raw) if "." in raw else int(raw)
+    obj = rt.plugins.policy(name.strip(), **kwargs)
+    obj.name = name.strip()
+    return obj
+
+
+def make_policy(rt: Any, spec: str) -> Any:
+    """The policy object for ``spec``: installed policies joined by ``+``, each ``name`` or ``name:k=v,...``.
+
+    For example ``least_loaded+reallocate:cooldown_ticks=300``.
+
+    Raises:
+        ConfigError: An unknown policy or a malformed argument.
+    """
+    members = [_member(rt, m) for m in spec.split("+") if m.strip()]
+    if len(members) == 1:
+        members[0].name = spec
+        return members[0]
+    return CompositePolicy(spec, members)
