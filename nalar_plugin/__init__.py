@@ -14,11 +14,14 @@ from .graph import SessionGraph
 from .hookspecs import hookimpl
 from .runtime import Runtime, active_runtime
 from .scheduler.policies import Policy
+from .state import ManagedDict, ManagedList, managed_dict, managed_list
 from .stubs import agent, tool
 
 __all__ = [
     "CallContext",
     "Future",
+    "ManagedDict",
+    "ManagedList",
     "NalarError",
     "Policy",
     "Runtime",
@@ -28,6 +31,8 @@ __all__ = [
     "current_call",
     "current_session",
     "hookimpl",
+    "managed_dict",
+    "managed_list",
     "tool",
     "value",
 ]

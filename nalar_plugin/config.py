@@ -24,6 +24,10 @@ Settings:
     global-controller: Where the global controller runs: ``local`` (in this process),
         ``scheduler`` (a SchedulerPlugin shared by every driver of the cluster), or
         ``auto`` (default: ``scheduler`` when joining a cluster by address, else ``local``).
+    retries: Times a call is retried after its worker dies (default 3).
+    retry-backoff: First wait before a retry (default ``100ms``); it doubles each retry,
+        up to ``retry-backoff-max`` (default ``5s``).
+    state-allowed-types: Extra classes (``"module.Class"``) the state serde may rebuild.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "memory-limit": "auto",
     "seed": 0,
     "global-controller": "auto",
+    "retries": 3,
+    "retry-backoff": "100ms",
+    "retry-backoff-max": "5s",
+    "state-allowed-types": [],
 }
 
 dask.config.update_defaults({"nalar": DEFAULTS})

@@ -388,7 +388,9 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         if isinstance(instances, (list, tuple)):
             if not instances:
                 raise ConfigError(f"component {name!r} needs at least one instance")
-            addresses: list[Any] = list(instances)
+            # Chat models are wrapped so they travel to workers (Dask pickles every
+            # argument); other objects go as they are.
+            addresses: list[Any] = self._endpoint_addresses(name, list(instances))
             probe = addresses[0]
         elif callable(instances):
             if isinstance(instances, ClassStub):

@@ -241,3 +241,24 @@ def test_calls_nested_in_a_tool_call_are_served_too(rt: Runtime, model_for: Any,
     nested = [n for n in nodes if n["parent"] == tool_call["call_id"]]
     assert [n["component"] for n in nested] == ["SimulatedChatModel"]
     assert {"src": tool_call["call_id"], "dst": nested[0]["call_id"], "kind": "spawn"} in rt.graph(thread_id).edges
+
+
+def test_a_subgraph_streamed_with_its_namespaces_is_served(rt: Runtime, model_for: Any, thread_id: str) -> None:
+    from ._apps import subgraph_app
+
+    # The parent's intro message is the conversation's first AI message.
+    app = subgraph_app(model_for(["(the intro)", *SCRIPT]))
+    plain = app.invoke(INPUT)
+
+    async def collect() -> list[Any]:
+        cfg = _cfg(thread_id, rt.callback())
+        return [c async for c in app.astream(INPUT, cfg, subgraphs=True, stream_mode="values")]
+
+    chunks = asyncio.run(collect())
+    namespaces = {ns for ns, _ in chunks}
+    assert () in namespaces and any(ns and ns[0].startswith("compute:") for ns in namespaces)
+    final = [c for ns, c in chunks if ns == ()][-1]
+    assert normalize(final["messages"]) == normalize(plain["messages"])
+    assert final["messages"][-1].content == "Answer: The answers are 3 and 12."
+    assert sorted(n["component"] for n in rt.graph(thread_id).nodes) == [
+        "SimulatedChatModel", "SimulatedChatModel", "add", "multiply"]

@@ -184,3 +184,28 @@ def test_staged_writes_round_trip_and_bad_values_fail_at_the_write(store: Store)
     assert decode_ops(encode_ops([op]))[0][:4] == ("s", "n", "list", "insert")
     with pytest.raises(SerializationError, match="managed_dict\\('n'\\) of session 's'"):
         encode_op(journal.serde, "s", "n", "dict", "set", ("k", object()))
+
+
+def test_group_commit_isolates_each_callers_failure(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    journal = Journal(store)
+    journal.apply(_ops(journal, ("s", "x", "list", "append", (0,))))
+
+    def one(i: int) -> str:
+        if i % 5 == 0:  # opens the list "x" as a dict: this caller alone fails
+            ops = _ops(journal, ("s", f"mine-{i}", "list", "append", (i,)), ("s", "x", "dict", "set", ("k", i)))
+        else:
+            ops = _ops(journal, ("s", "shared", "list", "append", (i,)))
+        try:
+            _commit(journal, f"k{i}", i, ops)
+        except StateError:
+            return "failed"
+        return "ok"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(one, range(100)))
+    assert outcomes.count("failed") == 20 and outcomes.count("ok") == 80
+    assert sorted(journal.load_managed("s", "shared", "list")) == [i for i in range(100) if i % 5]
+    assert journal.managed_names("s") == ["shared", "x"]  # no half-written "mine-*"
+    assert journal.load_managed("s", "x", "list") == [0]
