@@ -66,7 +66,8 @@ def _rates(text: str) -> list[float]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"duration_s": args.duration, "seed": args.seed, "time_scale": args.time_scale, "engines": args.engines,
-            "max_batch": args.max_batch, "app": args.app, "policy": args.policy, "progress": not args.no_progress}
+            "max_batch": args.max_batch, "warmup_s": args.warmup, "app": args.app, "policy": args.policy,
+            "progress": not args.no_progress}
 
 
 def _cmd_bench_workload(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     curves: dict[str, list[Any]] = {s: [] for s in systems}
 
     def keep(result: Any) -> None:
-        curves[result.summary["system"]].append((result.summary, latencies_of(result)))
+        curves[result.summary["label"]].append((result.summary, latencies_of(result)))
 
     data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
     if args.json:
@@ -115,6 +116,7 @@ def _workload_options(w: argparse.ArgumentParser) -> None:
     w.add_argument("--time-scale", type=float, help="wall seconds per model second (default: the workload's)")
     w.add_argument("--engines", type=int, help="engines of the farm, split over agent types by demand")
     w.add_argument("--max-batch", type=int, help="batch slots per engine")
+    w.add_argument("--warmup", type=float, help="model seconds an engine needs to move to another agent type (30)")
     w.add_argument("--app", choices=["graph", "futures"], help="swe only: the LangGraph app or the futures workflow")
     w.add_argument("--policy", help="the nalar system's policy (default nalar)")
     w.add_argument("--json", metavar="FILE", help="write the result here")
@@ -163,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = bsub.add_parser("compare", help="every system on the same seed; one table of ratios")
     cmp.add_argument("workload", choices=["financial", "router", "swe"])
     cmp.add_argument("--rps", type=_rates, help="offered rates R1,R2,... (default: the workload's sweep)")
-    cmp.add_argument("--systems", default="langgraph,nalar,fcfs", help="systems to run, comma-separated")
+    cmp.add_argument("--systems", default="langgraph,nalar,fcfs",
+                     help="systems to run, comma-separated; each may name its app and policy: nalar/graph@least_loaded")
     cmp.add_argument("--slo-factor", type=float, default=2.0,
                      help="router: the mean-latency bound of a sustained rate, times the lower bound")
     _workload_options(cmp)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .runner import SYSTEMS, RunResult, RunSettings, run
 
-__all__ = ["GOALS", "compare", "format_table", "knee", "sustained_rps"]
+__all__ = ["GOALS", "compare", "format_table", "knee", "parse_system", "sustained_rps"]
 
 # The goals of the benchmark issue, checked on one run's ratios.
 GOALS = {
@@ -98,6 +98,13 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
+def parse_system(spec: str) -> dict[str, str | None]:
+    """``nalar``, ``nalar/graph``, ``nalar@least_loaded`` or ``nalar/graph@least_loaded+srtf``: system, app, policy."""
+    head, _, policy = spec.partition("@")
+    system, _, app = head.partition("/")
+    return {"system": system, "app": app or None, "policy": policy or None}
+
+
 def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYSTEMS, slo_factor: float = 2.0,
             on_run: Callable[[RunResult], None] | None = None, **settings: Any) -> dict[str, Any]:
     """Run every system at every offered rate on the same seed; return runs, ratios and goals.
@@ -105,7 +112,8 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
     Args:
         workload: ``financial``, ``router`` or ``swe``.
         rps: Offered rates.
-        systems: Systems to run (the ratios need ``langgraph``).
+        systems: Systems to run (the ratios need ``langgraph``); each may name its
+            app and policy, ``nalar/graph@least_loaded`` (see :func:`parse_system`).
         slo_factor: The latency bound for "sustained", as a multiple of the lower bound.
         on_run: Called with each run's result as it finishes (latencies for plots).
         **settings: Further :class:`~nalar_plugin.bench.runner.RunSettings` fields.
@@ -113,11 +121,14 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
     Returns:
         ``{"workload", "seed", "runs": {system: [summary, ...]}, "ratios": [...], "goals": {...}}``.
     """
-    base_settings = RunSettings(workload, systems[0], rps[0], **settings)
+    base_settings = RunSettings(workload, BASELINE, rps[0], **settings)
     by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     for rate in rps:
         for system in systems:
-            result = run(replace(base_settings, system=system, rps=rate))
+            spec = parse_system(system)
+            result = run(replace(base_settings, rps=rate, system=spec["system"] or BASELINE,
+                                 app=spec["app"] or base_settings.app, policy=spec["policy"] or base_settings.policy))
+            result.summary["label"] = system
             by_system[system].append(result.summary)
             if on_run is not None:
                 on_run(result)
@@ -144,7 +155,8 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
 def format_table(result: dict[str, Any]) -> str:
     """One plain-text table: each system's latencies and its ratios to the baseline, per rate."""
     lines = [f"{result['workload']} (seed {result['seed']}): latencies in model seconds; ratio = system / {BASELINE}"]
-    head = f"{'rps':>6} {'system':<10} {'done':>9} {'mean':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'makespan':>9} " \
+    width = max([10, *(len(s) for s in result["runs"])])
+    head = f"{'rps':>6} {'system':<{width}} {'done':>9} {'mean':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'makespan':>9} " \
            f"{'lb':>7} {'imb':>5} | {'mean':>6} {'p95':>6} {'p99':>6} {'mksp':>6}"
     lines.append(head)
     lines.append("-" * len(head))
@@ -160,7 +172,7 @@ def format_table(result: dict[str, Any]) -> str:
                 return f"{x:>{w}.2f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"
 
             lines.append(
-                f"{row['rps']:>6g} {system:<10} {m['completed']:>4}/{m['requests']:<4} {f(lat['mean'])} {f(lat['p50'])} "
+                f"{row['rps']:>6g} {system:<{width}} {m['completed']:>4}/{m['requests']:<4} {f(lat['mean'])} {f(lat['p50'])} "
                 f"{f(lat['p95'])} {f(lat['p99'])} {f(m['makespan_s'], 9)} {f(m['lower_bound_s'], 7)} "
                 f"{f(m['per_engine_load_imbalance'], 5)} | {f(ratio.get('mean'), 6)} {f(ratio.get('p95'), 6)} "
                 f"{f(ratio.get('p99'), 6)} {f(ratio.get('makespan'), 6)}"

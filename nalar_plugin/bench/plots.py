@@ -41,7 +41,7 @@ def plot_runs(runs: Mapping[str, Sequence[tuple[dict[str, Any], Sequence[float]]
     bound_drawn = False
     top_rate = max((s["rps_offered"] for rs in runs.values() for s, _ in rs), default=0)
     for system, rs in runs.items():
-        color = _COLORS.get(system, None)
+        color = _COLORS.get(system)
         rates = [s["rps_offered"] for s, _ in rs]
         ax_load.plot(rates, [s["latency_s"]["mean"] for s, _ in rs], "o-", color=color, label=f"{system} mean")
         ax_load.plot(rates, [s["latency_s"]["p99"] for s, _ in rs], "s--", color=color, alpha=0.7, label=f"{system} p99")

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -61,13 +62,17 @@ class RunSettings:
         time_scale: Wall seconds per model second.
         engines: Engines of the farm (split over agent types by demand).
         max_batch: Batch slots per engine.
+        warmup_s: Model seconds an engine needs when it moves to another agent type
+            (default: the engine model's 30).
         app: ``graph`` or ``futures`` (``swe`` only); default: ``futures`` for
             nalar and fcfs on ``swe``, else ``graph``.
         policy: The policy of the ``nalar`` system: an installed policy's name, or
             names joined by ``+`` (default: the workload's).
-        admit: Calls the local controllers admit per instance at once; ``None``
-            admits ``max_batch`` (every queue is then the controllers'), 0 admits
-            everything (the engines queue, as with the baseline).
+        admit: Calls the local controllers admit per instance at once. ``None``
+            admits ``max_batch + 1``: a slot is held from admission until Dask
+            reports the call done, so one call waiting in the engine hides that
+            round trip (admitting exactly ``max_batch`` idles every engine for it);
+            0 admits everything (the engines queue, as with the baseline).
         tick_s: Global controller period in model seconds (100 ms, as a real
             deployment would tick; the wall period is this times ``time_scale``).
         drain: Model seconds to wait past the last expected completion, as a
@@ -83,6 +88,7 @@ class RunSettings:
     time_scale: float | None = None
     engines: int | None = None
     max_batch: int | None = None
+    warmup_s: float | None = None
     app: str | None = None
     policy: str | None = None
     admit: int | None = None
@@ -129,13 +135,15 @@ class RunResult:
         return {r.request: r.answer for r in self.records if r.error is None}
 
 
-class _Decisions:
-    """Counts the policy's decisions (an observer of ``nalar_tick``)."""
+class _Observer:
+    """Counts the policy's decisions and times each component's calls (observer hooks)."""
 
     def __init__(self) -> None:
         self.migrations = 0
         self.provisions = 0
         self.priorities = 0
+        self._lock = threading.Lock()
+        self.calls: dict[str, list[float]] = {}  # component -> [calls, wait, run] (wall seconds)
 
     @hookimpl
     def nalar_tick(self, snapshot: Any, decisions: list[Any]) -> None:
@@ -147,9 +155,26 @@ class _Decisions:
             elif isinstance(d, SetPriority):
                 self.priorities += 1
 
+    @hookimpl
+    def nalar_call_finished(self, call: Any, status: str, error: BaseException | None) -> None:
+        if not call.admitted_at:
+            return
+        with self._lock:
+            acc = self.calls.setdefault(call.context.component, [0.0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += call.admitted_at - call.enqueued_at
+            acc[2] += call.finished_at - call.admitted_at
+
+    def per_component(self, time_scale: float) -> dict[str, dict[str, float]]:
+        """Per component: calls, mean wait in the controllers' queues and mean admitted time (model s)."""
+        with self._lock:
+            return {c: {"calls": int(n), "queue_s_mean": round(w / n / time_scale, 3),
+                        "admitted_s_mean": round(r / n / time_scale, 3)}
+                    for c, (n, w, r) in sorted(self.calls.items()) if n}
+
 
 @contextlib.contextmanager
-def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Decisions) -> Iterator[tuple[Any, Any]]:
+def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Observer) -> Iterator[tuple[Any, Any]]:
     """A fresh Runtime (with its own state directory) serving the deployment, or ``None``."""
     if s.system == "langgraph":
         yield None, None
@@ -178,9 +203,10 @@ def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Decisions)
 
 
 def _admit(s: RunSettings) -> int | None:
-    """Admission slots per instance: ``max_batch`` by default, ``None`` (unbounded) for 0."""
+    """Admission slots per instance: ``max_batch + 1`` by default, ``None`` (unbounded) for 0."""
     if s.admit is None:
-        return s.max_batch
+        assert s.max_batch is not None
+        return s.max_batch + 1
     return s.admit or None
 
 
@@ -229,10 +255,11 @@ def run(settings: RunSettings) -> RunResult:
     assert s.duration_s is not None and s.time_scale is not None and s.engines is not None and s.max_batch is not None
     wl = workload(s.workload)
     trace = wl.make_trace(s.seed, s.rps, s.duration_s)
-    config = EngineConfig(max_batch=s.max_batch, time_scale=s.time_scale)
+    config = EngineConfig(max_batch=s.max_batch, time_scale=s.time_scale,
+                          warmup_s=s.warmup_s if s.warmup_s is not None else EngineConfig.warmup_s)
     pools = apportion(trace.demand(config), s.engines)
     dep = Deployment(trace.book, pools, config, trace.stateful, wl.tools, s.seed)
-    counter = _Decisions()
+    counter = _Observer()
     from tqdm import tqdm
 
     bar = tqdm(total=trace.requests, desc=f"{s.workload} {s.system} {s.rps:g} rps", unit=wl.unit,
@@ -257,12 +284,16 @@ def run(settings: RunSettings) -> RunResult:
         t0 = asyncio.run(_drive(trace, env, app, wl, timeout))
         wall = time.monotonic() - wall0
         control = rt.stats()["control"] if rt is not None else None
+        rt_used = rt is not None
         moves = list(getattr(prov, "moves", []))
         move_times = list(getattr(prov, "move_times", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
     summary["decisions"] = {"migrations": counter.migrations, "reallocations": len(moves),
                             "priority_changes": counter.priorities}
+    if rt_used:
+        # Where nalar's calls spent their time: waiting in the local controllers, then admitted.
+        summary["breakdown"]["components"] = counter.per_component(s.time_scale)
     # When each engine moved (model seconds since time 0), for the report.
     summary["reallocations"] = [[round((t - t0) / s.time_scale, 1), *m] for t, m in zip(move_times, moves)]
     summary["host"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "cpu_per_wall": round(cpu / max(wall, 1e-9), 3)}

@@ -42,6 +42,7 @@ def _breakdown(dep: Deployment) -> dict[str, Any]:
     prompt = sum(g.prompt_tokens for g in gens) or 1
     return {
         "model_calls": len(gens),
+        "model_call_s_mean": _r(sum(g.latency_s for g in gens) / n),
         "tool_calls": dep.ledger.tool_calls,
         "engine_queue_s_mean": _r(sum(g.queued_s for g in gens) / n),
         "prefill_s_mean": _r(sum(g.prefill_s for g in gens) / n),
@@ -88,8 +89,13 @@ def summarize(s: Any, trace: Trace, records: Sequence[RequestRecord], t0: float,
         "completed": len(done),
         "failed": trace.requests - len(done),
         "latency_s": latency_stats(latencies),
+        # Mean time above each request's own critical path: queueing, plumbing, cache misses.
+        "excess_s_mean": _r(sum((r.end - r.start) / ts - trace.critical_paths[r.request] for r in done) / len(done)
+                            if done else math.nan),
         "makespan_s": _r(makespan),
         "lower_bound_s": _r(trace.lower_bound_s()),
+        # The same bound per request: no system's P99 can be below the critical paths' P99.
+        "critical_path_s": latency_stats(list(trace.critical_paths.values())),
         "offered_load": _r(sum(demand.values()) / (slots * s.duration_s)),
         "per_engine_load_imbalance": _r(max(busy.values()) / mean_busy if mean_busy > 0 else 1.0),
         "control": {k: (_r(v) if isinstance(v, float) else v) for k, v in (control or {}).items()
@@ -100,6 +106,8 @@ def summarize(s: Any, trace: Trace, records: Sequence[RequestRecord], t0: float,
         "duration_s": s.duration_s,
         "engines": dict(pools),
         "max_batch": s.max_batch,
+        "warmup_s": dep.config.warmup_s,
+        "admit": None if s.system == "langgraph" else (s.admit if s.admit is not None else s.max_batch + 1) or None,
         "trace": {"clients": len(trace.clients), "demand_s": {a: _r(v, 1) for a, v in demand.items()}, **trace.info},
         "breakdown": _breakdown(dep),
         "errors": errors[:5],

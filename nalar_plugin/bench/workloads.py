@@ -2,9 +2,9 @@
 
 Defaults are one fixed scale-down of the paper's set-up for a 2-core host (see
 ``docs/benchmarks.md``): engines keep the documented performance model except
-``max_batch``, which is 4 instead of 16 so that a farm at its knee asks the host
-for a few hundred calls per wall second rather than thousands; every system runs
-on the same farm, so the comparison stays like for like.
+``max_batch``, which is 2 instead of 16, so that a farm at its knee asks the host
+for about a hundred calls per wall second rather than a thousand; every system
+runs on the same farm, so the comparison stays like for like.
 """
 
 from __future__ import annotations
@@ -60,18 +60,18 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     "financial": Workload(
         "financial", financial.make_trace, financial.build_app, financial.run_client, financial.TOOLS,
-        engines=10, max_batch=2, time_scale=0.1, duration_s=300.0, rps=(0.5, 0.75, 1.0, 1.25),
+        engines=10, max_batch=2, time_scale=0.1, duration_s=300.0, rps=(0.5, 0.75, 1.0, 1.25, 1.5),
         policy="least_loaded+migrate", unit="turn",
     ),
     "router": Workload(
         "router", router.make_trace, router.build_app, router.run_client, router.TOOLS,
-        engines=7, max_batch=2, time_scale=0.2, duration_s=400.0, rps=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+        engines=7, max_batch=2, time_scale=0.2, duration_s=400.0, rps=(1.0, 1.5, 2.0, 2.5),
         policy="least_loaded+reallocate",
     ),
     "swe": Workload(
         "swe", swe.make_trace, swe.build_app, swe.run_client, swe.TOOLS,
         engines=6, max_batch=2, time_scale=0.2, duration_s=120.0, rps=(0.1, 0.2, 0.3),
-        policy="least_loaded",
+        policy="least_loaded+srtf",
         apps=("graph", "futures"), unit="job",
     ),
 }
