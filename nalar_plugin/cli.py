@@ -101,8 +101,12 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
         curves[result.summary["label"]].append((result.summary, latencies_of(result)))
 
     data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
-    if args.json:
-        _write_json(data, args.json)
+    # Every completed request's latency, so the plots can be redrawn from the file.
+    data["latencies_s"] = {label: [[round(x, 3) for x in lat] for _, lat in runs] for label, runs in curves.items()}
+    if args.json:  # the table is the output; the JSON (every run's summary) goes to the file only
+        with open(args.json, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
     print(format_table(data))
     if args.plot:
         plot_runs(curves, args.plot, title=f"{args.workload}: {', '.join(systems)} (seed {args.seed})")

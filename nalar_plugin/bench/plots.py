@@ -10,6 +10,7 @@ from ..errors import ConfigError
 __all__ = ["latencies_of", "plot_runs"]
 
 _COLORS = {"nalar": "tab:blue", "langgraph": "tab:red", "fcfs": "tab:gray"}
+_MORE = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
 
 
 def latencies_of(result: Any) -> list[float]:
@@ -40,8 +41,10 @@ def plot_runs(runs: Mapping[str, Sequence[tuple[dict[str, Any], Sequence[float]]
     fig, (ax_load, ax_cdf) = plt.subplots(1, 2, figsize=(11, 4.2))
     bound_drawn = False
     top_rate = max((s["rps_offered"] for rs in runs.values() for s, _ in rs), default=0)
+    spare = iter(_MORE * 4)
     for system, rs in runs.items():
-        color = _COLORS.get(system)
+        # One colour per system, shared by its mean, P99 and CDF lines.
+        color = _COLORS.get(system) or next(spare)
         rates = [s["rps_offered"] for s, _ in rs]
         ax_load.plot(rates, [s["latency_s"]["mean"] for s, _ in rs], "o-", color=color, label=f"{system} mean")
         ax_load.plot(rates, [s["latency_s"]["p99"] for s, _ in rs], "s--", color=color, alpha=0.7, label=f"{system} p99")
