@@ -28,7 +28,10 @@ DRIVER = textwrap.dedent(
             futs += [rt.call("llm", "ask", i, 0.3) for i in range(4)]
         deadline = time.time() + 60
         view = rt.cluster_view()
-        while time.time() < deadline and (len(view["drivers"]) < 2 or rt.controller.applied == 0):
+        def seen(v):  # both drivers have reported their deployed instances
+            return len(v["drivers"]) == 2 and len(v["components"].get("llm", {}).get("instances", {})) == 4
+
+        while time.time() < deadline and (not seen(view) or rt.controller.applied == 0):
             time.sleep(0.05)
             view = rt.cluster_view()
         answers = [f.result() for f in futs]
