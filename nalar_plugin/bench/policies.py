@@ -65,8 +65,9 @@ class FollowDemandPolicy(Policy):
             prev = self._load.get(name, 0.0)
             self._load[name] = prev + self.alpha * (comp.load - prev)
         total = sum(self._load.get(n, 0.0) for n in pools)
-        # Nothing moves until the average covers a horizon, nor before the last move warmed up.
-        if len(pools) < 2 or total <= 0 or snapshot.tick < self.horizon_ticks \
+        # Nothing moves until the average covers a horizon, nor while the last move warms up.
+        warming = any(i.warming for c in pools.values() for i in c.instances.values())
+        if len(pools) < 2 or total <= 0 or warming or snapshot.tick < self.horizon_ticks \
                 or snapshot.tick - self._last < self.cooldown_ticks:
             return []
         engines = sum(len(c.instances) for c in pools.values())

@@ -134,6 +134,7 @@ class LocalController:
             instance=self.instance, component=self.component, queue_len=len(self.queue),
             in_flight=self.in_flight, capacity=self.capacity, completed=self.completed, busy_s=self.busy_s,
             latency_p50=pct(0.5), latency_p95=pct(0.95), latency_p99=pct(0.99),
+            warming=time.monotonic() < self.ready_at,
         )
 
 

@@ -39,6 +39,7 @@ class InstanceStats:
     latency_p50: float
     latency_p95: float
     latency_p99: float
+    warming: bool = False  # the instance admits nothing yet (its warm-up after a provision)
 
     @property
     def load(self) -> int:

@@ -114,34 +114,57 @@ def _norm_load(s: Any) -> float:
 
 
 class ReallocatePolicy(Policy):
-    """Move instances from a low-load component to a high-load one (through the provisioner hook)."""
+    """Move an instance from a low-load component to a high-load one (through the provisioner hook).
+
+    Utilisation is (queued + in-flight calls) per slot, averaged over about
+    ``horizon_ticks`` ticks, so one burst does not move an engine. No move is made
+    while an instance is still warming up from the previous one, nor one that
+    would leave the donor above ``high`` itself: moves never chase each other.
+
+    Args:
+        high: Averaged utilisation above which a component asks for an instance.
+        low: Averaged utilisation under which a component may give one.
+        cooldown_ticks: Ticks between two moves at least.
+        horizon_ticks: Ticks the utilisation is averaged over (1: no averaging).
+    """
 
     name = "reallocate"
 
-    def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10) -> None:
+    def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 10) -> None:
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks
+        self.alpha = 1.0 / max(1, horizon_ticks)
+        self._util: dict[str, float] = {}
         self._last = -(10**9)
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
-        if snapshot.tick - self._last < self.cooldown_ticks:
+        pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity}
+        for name, comp in pools.items():
+            prev = self._util.get(name)
+            now = comp.load / comp.capacity  # type: ignore[operator]
+            self._util[name] = now if prev is None else prev + self.alpha * (now - prev)
+        warming = any(i.warming for c in pools.values() for i in c.instances.values())
+        if len(pools) < 2 or warming or snapshot.tick - self._last < self.cooldown_ticks:
             return []
-        util: dict[str, float] = {}
-        for name, comp in snapshot.components.items():
-            cap = comp.capacity
-            if cap and comp.instances:
-                util[name] = comp.load / cap
-        if len(util) < 2:
-            return []
+        util = {n: self._util[n] for n in pools}
         hot = max(util, key=lambda n: util[n])
-        donors = [n for n in util if n != hot and util[n] < self.low and len(snapshot.components[n].instances) > 1]
-        if util[hot] <= self.high or not donors:
+        if util[hot] <= self.high:
             return []
-        cold = min(donors, key=lambda n: util[n])
-        donor = min(snapshot.components[cold].instances.values(), key=lambda s: (s.load, s.instance))
+        best: tuple[float, str, Any] | None = None
+        for name in util:
+            comp = pools[name]
+            if name == hot or util[name] >= self.low or len(comp.instances) < 2:
+                continue
+            donor = min(comp.instances.values(), key=lambda s: (s.load, s.instance))
+            left = comp.capacity - (donor.capacity or 0)  # type: ignore[operator]
+            after = util[name] * comp.capacity / left if left > 0 else float("inf")  # type: ignore[operator]
+            if after < self.high and (best is None or util[name] < best[0]):
+                best = (util[name], name, donor)
+        if best is None:
+            return []
         self._last = snapshot.tick
-        return [Provision(hot, where=donor.instance)]
+        return [Provision(hot, where=best[2].instance)]
 
 
 class _SessionOrder(Policy):

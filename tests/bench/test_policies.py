@@ -9,19 +9,9 @@ import pytest
 import nalar_plugin as nl
 from nalar_plugin.bench.policies import BenchPolicies, CompositePolicy, FollowDemandPolicy, make_policy
 from nalar_plugin.errors import ConfigError
-from nalar_plugin.scheduler import ComponentStats, InstanceStats, Provision, Snapshot
+from nalar_plugin.scheduler import Provision, Snapshot
 
-
-def _instance(comp: str, i: int, load: int, capacity: int | None = 3) -> InstanceStats:
-    return InstanceStats(f"{comp}/{i}", comp, queue_len=max(0, load - 3), in_flight=min(load, 3), capacity=capacity,
-                         completed=0, busy_s=0.0, latency_p50=0.0, latency_p95=0.0, latency_p99=0.0)
-
-
-def _snapshot(tick: int, loads: dict[str, list[int]], tools: bool = True) -> Snapshot:
-    comps = {c: ComponentStats(c, {f"{c}/{i}": _instance(c, i, x) for i, x in enumerate(ls)}) for c, ls in loads.items()}
-    if tools:  # an unbounded component (a tool) is never part of re-allocation
-        comps["search"] = ComponentStats("search", {"search/0": _instance("search", 0, 50, capacity=None)})
-    return Snapshot(time=0.0, tick=tick, components=comps, sessions={}, futures=0)
+from .._snapshots import snapshot as _snapshot
 
 
 def test_follow_demand_moves_one_engine_to_the_loaded_pool_and_waits_out_the_warmup() -> None:
@@ -33,6 +23,13 @@ def test_follow_demand_moves_one_engine_to_the_loaded_pool_and_waits_out_the_war
     # Nothing before the average covers a horizon; then one move per cooldown.
     assert [t for t, _ in decisions] == [10, 60, 110]
     assert all(d == Provision("code", where="chat/0") for _, d in decisions)
+
+
+def test_follow_demand_waits_while_an_instance_warms_up() -> None:
+    policy = FollowDemandPolicy(horizon_ticks=10, cooldown_ticks=1)
+    hot = {"chat": [0, 0, 1], "code": [6, 6, 6]}
+    assert not [d for tick in range(1, 40) for d in policy.decide(_snapshot(tick, hot, warming=frozenset({"code/2"})))]
+    assert policy.decide(_snapshot(40, hot)) == [Provision("code", where="chat/0")]
 
 
 def test_follow_demand_keeps_still_when_load_matches_the_split() -> None:
