@@ -61,9 +61,15 @@ class Env:
         """Wall seconds per model second."""
         return self.dep.config.time_scale
 
-    def config(self, thread_id: str, **extra: Any) -> dict[str, Any]:
-        """The run config of one LangGraph invocation: the thread, and nalar's callback if served by nalar."""
+    def config(self, thread_id: str, priority: float | None = None, **extra: Any) -> dict[str, Any]:
+        """The run config of one LangGraph invocation: the thread, and nalar's callback if served by nalar.
+
+        ``priority`` goes in as ``nalar_priority`` (higher runs first), the same for every
+        system: LangGraph has no priorities across threads and ignores it.
+        """
         cfg: dict[str, Any] = {"configurable": {"thread_id": thread_id}, **extra}
+        if priority is not None:
+            cfg["configurable"]["nalar_priority"] = priority
         if self.callbacks:
             cfg["callbacks"] = list(self.callbacks)
         return cfg

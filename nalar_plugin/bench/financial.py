@@ -195,7 +195,7 @@ async def run_client(app: Any, session: FinancialSession, env: Env) -> None:
         try:
             out = await app.ainvoke(
                 {"messages": [HumanMessage(turn.question)], "session": session.session, "turn": turn.request},
-                env.config(session.session),
+                env.config(session.session, priority=-start),  # the oldest turn first, across sessions
             )
         except asyncio.CancelledError:
             raise

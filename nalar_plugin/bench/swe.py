@@ -65,31 +65,45 @@ class _Maker:
     def svc(self, step: ModelStep) -> float:
         return service_s(step, self.cfg)
 
-    def plan(self, key: str, depth: int) -> float:
-        """Make the plan ``key`` (a planner call and its subtasks); return its critical path."""
+    def plan(self, key: str, depth: int) -> tuple[float, float]:
+        """Make the plan ``key`` (a planner call and its subtasks).
+
+        Returns:
+            Its critical path, and its path under superstep barriers: the time the
+            plan takes on an idle farm when every developer step waits for its
+            slowest sibling before the testers start, and every test step for its
+            slowest sibling before failed subtasks go back to a developer.
+        """
         rng = keyed_rng(self.seed, "swe", key)
         k = rng.randint(2, 8) if depth == 0 else rng.randint(2, 4)
         subs = []
         paths = []
+        rounds: list[list[tuple[float, float]]] = []  # per subtask, (develop, test) model seconds per attempt
         for i in range(k):
             sub = f"{key}/s{i}"
             nested = depth < len(P_RECURSE) and rng.random() < P_RECURSE[depth]
             subs.append({"id": sub, "kind": "plan" if nested else "code"})
-            paths.append(self.subplan(sub, depth) if nested else self.leaf(sub))
+            attempts = self.subplan(sub, depth) if nested else self.leaf(sub)
+            paths.append(sum(d + t for d, t, _ in attempts))
+            rounds.append([(b, t) for _, t, b in attempts])
         p, o = self.tokens.conv(key, "plan")
         planner = ModelStep(f"{key}/plan", "planner", p, o, None, 0, content=json.dumps({"subtasks": subs}))
         self.book.add(planner)
-        return self.svc(planner) + max(paths)
+        barrier = sum(max(r[a][0] for r in rounds if len(r) > a) + max(r[a][1] for r in rounds if len(r) > a)
+                      for a in range(max(len(r) for r in rounds)))
+        return self.svc(planner) + max(paths), self.svc(planner) + barrier
 
-    def subplan(self, sub: str, depth: int) -> float:
-        path = self.plan(sub, depth + 1)
+    def subplan(self, sub: str, depth: int) -> list[tuple[float, float, float]]:
+        """A sub-job: one attempt whose develop step is a whole plan, then its integration test."""
+        path, barrier = self.plan(sub, depth + 1)
         p, o = self.tokens.code_pair(sub, "integration")
         self.book.add(ModelStep(f"{sub}/test", "tester", p, o, None, 0, content=f"{PASS} integration {sub}"))
-        return path + self.svc(self.book.model(f"{sub}/test"))
+        return [(path, self.svc(self.book.model(f"{sub}/test")), barrier)]
 
-    def leaf(self, sub: str) -> float:
+    def leaf(self, sub: str) -> list[tuple[float, float, float]]:
+        """A coded subtask: per attempt, (develop, test, develop under barriers) model seconds."""
         rng = keyed_rng(self.seed, "swe", sub)
-        path = 0.0
+        out: list[tuple[float, float, float]] = []
         prev: tuple[ModelStep, ModelStep] | None = None  # the last attempt's write and test
         for a in range(MAX_ATTEMPTS):
             key = f"{sub}/a{a}"
@@ -113,11 +127,12 @@ class _Maker:
                              content=f"FAIL {key}: fix the edge case" if failed else f"{PASS} {key}")
             for step in (ask, docs, write, test):
                 self.book.add(step)
-            path += self.svc(ask) + docs.latency_s + self.svc(write) + self.svc(test)
+            develop = self.svc(ask) + docs.latency_s + self.svc(write)
+            out.append((develop, self.svc(test), develop))
             if not failed:
-                return path
+                return out
             prev = (write, test)
-        return path
+        return out
 
 
 def make_trace(seed: int, rps: float, duration_s: float) -> Trace:
@@ -126,13 +141,17 @@ def make_trace(seed: int, rps: float, duration_s: float) -> Trace:
     maker = _Maker(seed, book, Tokens(seed), EngineConfig())
     clients: list[SweJob] = []
     paths: dict[str, float] = {}
+    barriers: dict[str, float] = {}
     for i, arrival in enumerate(poisson_arrivals(seed, "swe", rps, duration_s)):
         job = f"job{i}"
-        paths[job] = maker.plan(job, 0)
+        paths[job], barriers[job] = maker.plan(job, 0)
         clients.append(SweJob(job, arrival))
     subtasks = sum(1 for s in book.model_steps() if s.key.endswith("/a0/ask"))
+    # The mean job time on an idle farm with superstep barriers: the best the graph app can do.
+    barrier_mean = round(sum(barriers.values()) / len(barriers), 3) if barriers else None
     return Trace("swe", seed, rps, duration_s, clients, book, paths, AGENTS, STATEFUL,
-                 info={"jobs": len(clients), "leaf_subtasks": subtasks})
+                 info={"jobs": len(clients), "leaf_subtasks": subtasks, "barrier_path_s_mean": barrier_mean,
+                       "barrier_path_s": {j: round(b, 3) for j, b in barriers.items()}})
 
 
 def _merge(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:

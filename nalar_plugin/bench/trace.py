@@ -126,6 +126,9 @@ class TraceBook(Shared):
     def __len__(self) -> int:
         return len(self._steps)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._steps
+
     def add(self, step: ModelStep | ToolStep) -> ModelStep | ToolStep:
         """Add a step; keys are unique.
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
 
+from nalar_plugin.bench import swe
 from nalar_plugin.bench.trace import ModelStep, ToolStep, TraceBook, apportion, poisson_arrivals, service_s
 from nalar_plugin.bench.workloads import WORKLOADS
 from nalar_plugin.errors import ConfigError
@@ -88,3 +90,34 @@ def test_book_finds_steps_by_kind_and_pickles_by_reference() -> None:
     with pytest.raises(ConfigError):
         book.add(ModelStep("m", "a", 1, 1))
     assert pickle.loads(pickle.dumps(book)) is book
+
+
+def test_swe_barrier_path_is_the_plan_with_every_step_waiting_for_its_slowest_sibling() -> None:
+    trace = swe.make_trace(3, 0.2, 60.0)
+    book = trace.book
+    cfg = EngineConfig()
+
+    def subtasks(job: str) -> list[str]:
+        return [s["id"] for s in json.loads(str(book.model(f"{job}/plan").content))["subtasks"]]
+
+    def attempts(sub: str) -> list[tuple[float, float]]:  # (develop, test) per attempt of a coded subtask
+        out, a = [], 0
+        while f"{sub}/a{a}/ask" in book:
+            k = f"{sub}/a{a}"
+            out.append((service_s(book.model(f"{k}/ask"), cfg) + book.tool(f"{k}/docs").latency_s
+                        + service_s(book.model(f"{k}/write"), cfg), service_s(book.model(f"{k}/test"), cfg)))
+            a += 1
+        return out
+
+    flat = [c.request for c in trace.clients if all(f"{s}/a0/ask" in book for s in subtasks(c.request))]
+    assert flat  # jobs without a sub-job, checked by hand
+    for job in flat:
+        rounds = [attempts(s) for s in subtasks(job)]
+        barrier = service_s(book.model(f"{job}/plan"), cfg) + sum(
+            max(r[a][0] for r in rounds if len(r) > a) + max(r[a][1] for r in rounds if len(r) > a)
+            for a in range(max(map(len, rounds))))
+        assert trace.info["barrier_path_s"][job] == pytest.approx(barrier, abs=1e-3)
+    for job, cp in trace.critical_paths.items():
+        assert trace.info["barrier_path_s"][job] >= cp - 1e-3  # stored to the millisecond
+    mean_cp = sum(trace.critical_paths.values()) / len(trace.critical_paths)
+    assert trace.info["barrier_path_s_mean"] > mean_cp  # siblings differ, so the barrier costs on average
