@@ -116,16 +116,18 @@ def _norm_load(s: Any) -> float:
 class ReallocatePolicy(Policy):
     """Move an instance from a low-load component to a high-load one (through the provisioner hook).
 
-    Utilisation is (queued + in-flight calls) per slot, averaged over about
-    ``horizon_ticks`` ticks, so one burst does not move an engine. No move is made
-    while an instance is still warming up from the previous one, nor one that
-    would leave the donor above ``high`` itself: moves never chase each other.
+    A component's utilisation is its load (queued + in-flight calls) averaged over
+    about ``horizon_ticks`` ticks, per slot of its current instances, counting
+    those still warming up from an earlier move: one burst does not move an
+    instance, and a move already under way counts at once, so moves never chase
+    each other, while a shift too big for one move gets the next at the next
+    cooldown. A move that would leave the donor above ``high`` is not made.
 
     Args:
-        high: Averaged utilisation above which a component asks for an instance.
-        low: Averaged utilisation under which a component may give one.
+        high: Utilisation above which a component asks for an instance.
+        low: Utilisation under which a component may give one.
         cooldown_ticks: Ticks between two moves at least.
-        horizon_ticks: Ticks the utilisation is averaged over (1: no averaging).
+        horizon_ticks: Ticks the load is averaged over (1: no averaging).
     """
 
     name = "reallocate"
@@ -135,36 +137,32 @@ class ReallocatePolicy(Policy):
         self.low = low
         self.cooldown_ticks = cooldown_ticks
         self.alpha = 1.0 / max(1, horizon_ticks)
-        self._util: dict[str, float] = {}
+        self._load: dict[str, float] = {}
         self._last = -(10**9)
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity}
         for name, comp in pools.items():
-            prev = self._util.get(name)
-            now = comp.load / comp.capacity  # type: ignore[operator]
-            self._util[name] = now if prev is None else prev + self.alpha * (now - prev)
-        warming = any(i.warming for c in pools.values() for i in c.instances.values())
-        if len(pools) < 2 or warming or snapshot.tick - self._last < self.cooldown_ticks:
+            prev = self._load.get(name)
+            self._load[name] = comp.load if prev is None else prev + self.alpha * (comp.load - prev)
+        if len(pools) < 2 or snapshot.tick - self._last < self.cooldown_ticks:
             return []
-        util = {n: self._util[n] for n in pools}
+        util = {n: self._load[n] / c.capacity for n, c in pools.items()}  # type: ignore[operator]
         hot = max(util, key=lambda n: util[n])
         if util[hot] <= self.high:
             return []
-        best: tuple[float, str, Any] | None = None
-        for name in util:
-            comp = pools[name]
+        best: tuple[float, Any] | None = None
+        for name, comp in pools.items():
             if name == hot or util[name] >= self.low or len(comp.instances) < 2:
                 continue
-            donor = min(comp.instances.values(), key=lambda s: (s.load, s.instance))
+            donor = min(comp.instances.values(), key=lambda s: (s.warming, s.load, s.instance))
             left = comp.capacity - (donor.capacity or 0)  # type: ignore[operator]
-            after = util[name] * comp.capacity / left if left > 0 else float("inf")  # type: ignore[operator]
-            if after < self.high and (best is None or util[name] < best[0]):
-                best = (util[name], name, donor)
+            if left > 0 and self._load[name] / left < self.high and (best is None or util[name] < best[0]):
+                best = (util[name], donor)
         if best is None:
             return []
         self._last = snapshot.tick
-        return [Provision(hot, where=best[2].instance)]
+        return [Provision(hot, where=best[1].instance)]
 
 
 class _SessionOrder(Policy):

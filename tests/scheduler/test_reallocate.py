@@ -27,11 +27,14 @@ def test_one_burst_does_not_move_an_instance_but_sustained_load_does() -> None:
     assert moved and moved[0][1] == Provision("code", where="chat/0") and moved[0][0] > 40
 
 
-def test_no_move_while_an_instance_warms_up() -> None:
+def test_an_instance_warming_up_counts_as_capacity_at_once() -> None:
     policy = ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1)
-    loads = {"chat": [0, 0, 0], "code": [6, 6, 0]}
-    assert not _run(policy, range(1, 30), loads, warming=frozenset({"code/2"}))
-    assert _run(policy, range(30, 31), loads) == [(30, Provision("code", where="chat/0"))]
+    # code/2 is warming up: 6 calls on 9 slots is under high, so nothing more moves.
+    assert not _run(policy, range(1, 30), {"chat": [0, 0, 0], "code": [3, 3, 0]}, warming=frozenset({"code/2"}))
+    # Load beyond what the warming instance adds asks for the next move, and the donor gives
+    # an instance that is not itself warming up.
+    out = _run(policy, range(30, 31), {"chat": [0, 0, 0], "code": [6, 6, 0]}, warming=frozenset({"code/2", "chat/0"}))
+    assert out == [(30, Provision("code", where="chat/1"))]
 
 
 def test_keeps_still_when_the_donor_would_become_hot_or_has_one_instance() -> None:
