@@ -107,8 +107,26 @@ def make_trace(seed: int, rps: float, duration_s: float) -> Trace:
                     prompt = cached + round(lognormal(rng, TOOL_RESULT_MEDIAN, 0.8, 8, 8000))
         clients.append(RouterRequest(rid, arrival, f"request {rid}"))
         paths[rid] = path
+    arrivals = {c.request: c.arrival_s for c in clients}
     return Trace("router", seed, rps, duration_s, clients, book, paths, AGENTS, STATEFUL,
-                 info={"phases": list(PHASES), "branches": branches})
+                 info={"phases": list(PHASES), "branches": branches,
+                       "phase_demand": phase_demand(book, arrivals, duration_s, cfg)})
+
+
+def phase_demand(book: TraceBook, arrivals: dict[str, float], duration_s: float,
+                 cfg: EngineConfig) -> list[dict[str, float]]:
+    """Per phase, the engine slot-seconds each agent type needs per model second.
+
+    A request's steps count in the phase of its arrival; each step costs its
+    service time (batch of one, warm prefix cache). Divided by an agent type's
+    slots (engines x ``max_batch``), this is the utilisation its pool would run at.
+    """
+    out: list[dict[str, float]] = [dict.fromkeys(AGENTS, 0.0) for _ in PHASES]
+    span = duration_s / len(PHASES)
+    for step in book.model_steps():
+        phase = min(len(PHASES) - 1, int(arrivals[step.key.split("/")[0]] // span))
+        out[phase][step.agent] += service_s(step, cfg) / span
+    return [{a: round(x, 3) for a, x in d.items()} for d in out]
 
 
 class RouterState(TypedDict, total=False):

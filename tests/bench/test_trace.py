@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from nalar_plugin.bench import swe
+from nalar_plugin.bench import router, swe
 from nalar_plugin.bench.trace import ModelStep, ToolStep, TraceBook, apportion, poisson_arrivals, service_s
 from nalar_plugin.bench.workloads import WORKLOADS
 from nalar_plugin.errors import ConfigError
@@ -121,3 +121,13 @@ def test_swe_barrier_path_is_the_plan_with_every_step_waiting_for_its_slowest_si
         assert trace.info["barrier_path_s"][job] >= cp - 1e-3  # stored to the millisecond
     mean_cp = sum(trace.critical_paths.values()) / len(trace.critical_paths)
     assert trace.info["barrier_path_s_mean"] > mean_cp  # siblings differ, so the barrier costs on average
+
+
+def test_router_phase_demand_adds_up_to_the_trace_demand_and_follows_the_branch_mix() -> None:
+    trace = router.make_trace(1, 1.5, 200.0)
+    phases = trace.info["phase_demand"]
+    span = 200.0 / len(router.PHASES)
+    for agent, total in trace.demand(EngineConfig()).items():
+        assert sum(p[agent] for p in phases) * span == pytest.approx(total, rel=1e-3)
+    # 90 % of requests go to the coding agent in the second phase, 10 % in the third.
+    assert phases[1]["coder"] > 4 * phases[1]["chat"] and phases[2]["chat"] > 4 * phases[2]["coder"]
