@@ -114,28 +114,36 @@ def _norm_load(s: Any) -> float:
 
 
 class ReallocatePolicy(Policy):
-    """Move an instance from a low-load component to a high-load one (through the provisioner hook).
+    """Move an instance to a saturated component from one that holds more than its share.
 
-    A component's utilisation is its load (queued + in-flight calls) averaged over
-    about ``horizon_ticks`` ticks, per slot of its current instances, counting
-    those still warming up from an earlier move: one burst does not move an
-    instance, and a move already under way counts at once, so moves never chase
-    each other, while a shift too big for one move gets the next at the next
-    cooldown. A move that would leave the donor above ``high`` is not made.
+    Each bounded component's load (queued + in-flight calls) is averaged over about
+    ``horizon_ticks`` ticks. A component whose averaged load per slot is above
+    ``high`` is saturated; its fair share of the instances is their number in
+    proportion to its averaged load. One instance moves, at most once per
+    ``cooldown_ticks``, from the component most above its share (by at least
+    ``margin`` instances, under ``low`` per slot, and still under ``high`` without
+    the instance) to the saturated component most below its share (by at least
+    ``margin``). Instances still warming up from an earlier move count where they
+    go, so a move under way is never repeated, and a component never gets more
+    than its share: a shift in the mix moves as many instances as it needs and
+    no more, and a steady mix with passing bursts moves none.
 
     Args:
-        high: Utilisation above which a component asks for an instance.
-        low: Utilisation under which a component may give one.
+        high: Load per slot above which a component is saturated.
+        low: Load per slot under which a component may give an instance.
         cooldown_ticks: Ticks between two moves at least.
         horizon_ticks: Ticks the load is averaged over (1: no averaging).
+        margin: Instances a component must be off its share to give or get one.
     """
 
     name = "reallocate"
 
-    def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 10) -> None:
+    def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 100,
+                 margin: float = 0.5) -> None:
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks
+        self.margin = margin
         self.alpha = 1.0 / max(1, horizon_ticks)
         self._load: dict[str, float] = {}
         self._last = -(10**9)
@@ -145,24 +153,28 @@ class ReallocatePolicy(Policy):
         for name, comp in pools.items():
             prev = self._load.get(name)
             self._load[name] = comp.load if prev is None else prev + self.alpha * (comp.load - prev)
-        if len(pools) < 2 or snapshot.tick - self._last < self.cooldown_ticks:
+        total = sum(self._load[n] for n in pools)
+        if len(pools) < 2 or total <= 0 or snapshot.tick - self._last < self.cooldown_ticks:
             return []
+        count = sum(len(c.instances) for c in pools.values())
+        off = {n: len(c.instances) - max(1.0, count * self._load[n] / total) for n, c in pools.items()}  # + surplus
         util = {n: self._load[n] / c.capacity for n, c in pools.items()}  # type: ignore[operator]
-        hot = max(util, key=lambda n: util[n])
-        if util[hot] <= self.high:
+        takers = [n for n in pools if util[n] > self.high and off[n] <= -self.margin]
+        if not takers:
             return []
+        taker = min(takers, key=lambda n: off[n])
         best: tuple[float, Any] | None = None
         for name, comp in pools.items():
-            if name == hot or util[name] >= self.low or len(comp.instances) < 2:
+            if name == taker or off[name] < self.margin or util[name] >= self.low or len(comp.instances) < 2:
                 continue
             donor = min(comp.instances.values(), key=lambda s: (s.warming, s.load, s.instance))
             left = comp.capacity - (donor.capacity or 0)  # type: ignore[operator]
-            if left > 0 and self._load[name] / left < self.high and (best is None or util[name] < best[0]):
-                best = (util[name], donor)
+            if left > 0 and self._load[name] / left < self.high and (best is None or off[name] > best[0]):
+                best = (off[name], donor)
         if best is None:
             return []
         self._last = snapshot.tick
-        return [Provision(hot, where=best[1].instance)]
+        return [Provision(taker, where=best[1].instance)]
 
 
 class _SessionOrder(Policy):

@@ -49,3 +49,22 @@ def test_keeps_still_when_the_donor_would_become_hot_or_has_one_instance() -> No
 def test_cooldown_spaces_moves() -> None:
     out = _run(ReallocatePolicy(cooldown_ticks=10, horizon_ticks=1), range(1, 25), {"a": [0, 0, 0, 0], "b": [9, 9]})
     assert [t for t, _ in out] == [1, 11, 21]
+
+
+def test_a_component_gets_no_more_than_its_share_of_the_load() -> None:
+    # code carries 12 of 15 calls: its share is 4.8 of 6 instances, 1.8 more than it has.
+    loads = {"chat": [1, 1, 1], "code": [4, 4, 4]}
+    assert _run(ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1), range(1, 2), loads) == [
+        (1, Provision("code", where="chat/0"))]
+    assert not _run(ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1, margin=2.0), range(1, 5), loads)
+    # Once the move is under way the new instance counts: 12 calls on 12 slots is not saturated.
+    moved = {"chat": [1, 1], "code": [4, 4, 4, 0]}
+    assert not _run(ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1), range(1, 5), moved,
+                    warming=frozenset({"code/3"}))
+
+
+def test_a_steady_mix_at_its_split_moves_nothing_however_busy() -> None:
+    policy = ReallocatePolicy(cooldown_ticks=1, horizon_ticks=20)
+    for t in range(1, 200):  # bursts that come and go in both components, each at its share on average
+        burst = 6 if t % 7 == 0 else 2
+        assert not policy.decide(snapshot(t, {"a": [burst, 2, 2], "b": [2, burst, 2]}))
