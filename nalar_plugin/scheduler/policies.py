@@ -116,23 +116,26 @@ def _norm_load(s: Any) -> float:
 class ReallocatePolicy(Policy):
     """Move an instance to a saturated component from one that holds more than its share.
 
-    Each bounded component's load (queued + in-flight calls) is averaged over about
-    ``horizon_ticks`` ticks. A component whose averaged load per slot is above
-    ``high`` is saturated; its fair share of the instances is their number in
-    proportion to its averaged load. One instance moves, at most once per
-    ``cooldown_ticks``, from the component most above its share (by at least
-    ``margin`` instances, under ``low`` per slot, and still under ``high`` without
-    the instance) to the saturated component most below its share (by at least
-    ``margin``). Instances still warming up from an earlier move count where they
-    go, so a move under way is never repeated, and a component never gets more
-    than its share: a shift in the mix moves as many instances as it needs and
-    no more, and a steady mix with passing bursts moves none.
+    Per bounded component the policy averages, over about ``horizon_ticks`` ticks,
+    two things: its load (queued + in-flight calls) and the work that arrives at it
+    (service seconds: the busy time its instances delivered plus the growth of its
+    load times its mean service per call). A component is saturated when its
+    averaged load per slot is above ``high``; its share of the instances is their
+    number in proportion to the work arriving at it. Shares follow demand, not
+    queues, so a backlog that moves down a pipeline (one agent's answers feeding
+    the next) does not drag instances after it, and a steady mix moves none.
+
+    One instance moves, at most once per ``cooldown_ticks``, from the component
+    most above its share (by at least ``margin`` instances, under ``low`` per slot,
+    still under ``high`` without the instance) to the saturated component most
+    below its share (by at least ``margin``). Instances still warming up from an
+    earlier move count where they go, so no component gets more than its share.
 
     Args:
         high: Load per slot above which a component is saturated.
         low: Load per slot under which a component may give an instance.
         cooldown_ticks: Ticks between two moves at least.
-        horizon_ticks: Ticks the load is averaged over (1: no averaging).
+        horizon_ticks: Ticks the load and the arriving work are averaged over.
         margin: Instances a component must be off its share to give or get one.
     """
 
@@ -145,19 +148,49 @@ class ReallocatePolicy(Policy):
         self.cooldown_ticks = cooldown_ticks
         self.margin = margin
         self.alpha = 1.0 / max(1, horizon_ticks)
-        self._load: dict[str, float] = {}
+        self._load: dict[str, float] = {}  # averaged queued + in-flight calls
+        self._work: dict[str, float] = {}  # averaged service seconds arriving per tick
+        self._svc: dict[str, float] = {}  # averaged service seconds per call
+        self._seen: dict[str, tuple[int, float]] = {}  # instance -> (completed, busy_s) at the last tick
+        self._last_load: dict[str, int] = {}
         self._last = -(10**9)
+
+    def _avg(self, table: dict[str, float], name: str, value: float) -> None:
+        prev = table.get(name)
+        table[name] = value if prev is None else prev + self.alpha * (value - prev)
+
+    def _observe(self, pools: dict[str, Any]) -> None:
+        seen: dict[str, tuple[int, float]] = {}
+        delivered: dict[str, float] = {}
+        for name, comp in pools.items():
+            done, busy = 0, 0.0
+            for iid, inst in comp.instances.items():
+                c0, b0 = self._seen.get(iid, (0, 0.0))
+                done, busy = done + inst.completed - c0, busy + inst.busy_s - b0
+                seen[iid] = (inst.completed, inst.busy_s)
+            if done > 0:
+                self._avg(self._svc, name, busy / done)
+            delivered[name] = busy
+            self._avg(self._load, name, comp.load)
+        self._seen = seen
+        if not self._svc:
+            return  # no call has completed anywhere: work cannot be told from queues yet
+        typical = sum(self._svc.values()) / len(self._svc)  # for a component with no completed call yet
+        for name, comp in pools.items():
+            grew = comp.load - self._last_load.get(name, comp.load)  # a first sight is no growth
+            self._last_load[name] = comp.load
+            self._avg(self._work, name, max(0.0, delivered[name] + grew * self._svc.get(name, typical)))
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity}
-        for name, comp in pools.items():
-            prev = self._load.get(name)
-            self._load[name] = comp.load if prev is None else prev + self.alpha * (comp.load - prev)
-        total = sum(self._load[n] for n in pools)
-        if len(pools) < 2 or total <= 0 or snapshot.tick - self._last < self.cooldown_ticks:
+        self._observe(pools)
+        if len(pools) < 2 or any(n not in self._work for n in pools) or snapshot.tick - self._last < self.cooldown_ticks:
+            return []
+        total = sum(self._work[n] for n in pools)
+        if total <= 0:
             return []
         count = sum(len(c.instances) for c in pools.values())
-        off = {n: len(c.instances) - max(1.0, count * self._load[n] / total) for n, c in pools.items()}  # + surplus
+        off = {n: len(c.instances) - max(1.0, count * self._work[n] / total) for n, c in pools.items()}  # + surplus
         util = {n: self._load[n] / c.capacity for n, c in pools.items()}  # type: ignore[operator]
         takers = [n for n in pools if util[n] > self.high and off[n] <= -self.margin]
         if not takers:
