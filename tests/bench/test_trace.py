@@ -128,6 +128,6 @@ def test_router_phase_demand_adds_up_to_the_trace_demand_and_follows_the_branch_
     phases = trace.info["phase_demand"]
     span = 200.0 / len(router.PHASES)
     for agent, total in trace.demand(EngineConfig()).items():
-        assert sum(p[agent] for p in phases) * span == pytest.approx(total, rel=1e-3)
+        assert sum(p[agent] for p in phases) * span == pytest.approx(total, abs=len(phases) * span * 5e-4)  # rounding
     # 90 % of requests go to the coding agent in the second phase, 10 % in the third.
     assert phases[1]["coder"] > 4 * phases[1]["chat"] and phases[2]["chat"] > 4 * phases[2]["coder"]
