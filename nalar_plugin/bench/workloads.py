@@ -69,7 +69,7 @@ WORKLOADS: dict[str, Workload] = {
     "router": Workload(
         "router", router.make_trace, router.build_app, router.run_client, router.TOOLS,
         engines=7, max_batch=2, time_scale=0.3, duration_s=400.0, rps=(1.0, 1.5, 2.0, 2.5),
-        policy="least_loaded+reallocate:horizon_ticks=30",
+        policy="least_loaded+reallocate:horizon_ticks=30,margin=0.5",
     ),
     "swe": Workload(
         "swe", swe.make_trace, swe.build_app, swe.run_client, swe.TOOLS,

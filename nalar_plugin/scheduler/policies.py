@@ -136,13 +136,15 @@ class ReallocatePolicy(Policy):
         low: Load per slot under which a component may give an instance.
         cooldown_ticks: Ticks between two moves at least.
         horizon_ticks: Ticks the load and the arriving work are averaged over.
-        margin: Instances a component must be off its share to give or get one.
+        margin: Instances a component must be off its share to give or get one. With
+            one whole instance (the default) a move never turns the giver into a taker,
+            so noise in the shares cannot send an instance back and forth.
     """
 
     name = "reallocate"
 
     def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 100,
-                 margin: float = 0.5) -> None:
+                 margin: float = 1.0) -> None:
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks

@@ -103,3 +103,12 @@ def test_a_steady_mix_at_its_split_moves_nothing_however_busy() -> None:
     for t in range(200):  # bursts come and go in both components, each at its share on average
         burst = 9 if t % 7 == 0 else 2
         assert not farm.run(1, {"a": [burst, 2, 2], "b": [2, burst, 2]}, {"a": 2, "b": 2})
+
+
+def test_by_default_an_instance_moves_only_for_a_whole_instance_of_shortfall() -> None:
+    # a gets 9 s of work a tick and b 6: shares 3.6 and 2.4 of 6 instances. Moving one
+    # would leave a 0.4 over its share and b 0.6 under: the next burst would send it back.
+    loads, rates = {"a": [6, 6, 6], "b": [0, 1, 0]}, {"a": 3, "b": 2}
+    assert not Farm(ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1)).run(10, loads, rates)
+    assert Farm(ReallocatePolicy(cooldown_ticks=1, horizon_ticks=1, margin=0.5)).run(1, loads, rates) == [
+        (1, Provision("a", where="b/0"))]
