@@ -11,13 +11,15 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _write_json(data: dict[str, Any], path: str | None) -> None:
+def _write_json(data: dict[str, Any], path: str | None, echo: bool = True) -> None:
+    """Write ``data`` to ``path`` (if given) and, with ``echo``, to standard output."""
     text = json.dumps(data, indent=2, default=str)
     if path:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
         print(f"wrote {path}", file=sys.stderr)
-    print(text)
+    if echo:
+        print(text)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -103,10 +105,8 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
     # Every completed request's latency, so the plots can be redrawn from the file.
     data["latencies_s"] = {label: [[round(x, 3) for x in lat] for _, lat in runs] for label, runs in curves.items()}
-    if args.json:  # the table is the output; the JSON (every run's summary) goes to the file only
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    # The table is the output; the JSON (every run's summary) goes to the file only.
+    _write_json(data, args.json, echo=False)
     print(format_table(data))
     if args.plot:
         plot_runs(curves, args.plot, title=f"{args.workload}: {', '.join(systems)} (seed {args.seed})")

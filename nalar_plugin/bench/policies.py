@@ -5,10 +5,10 @@ defines one and whose decisions are every member's, in order; a member may take
 constructor arguments, ``"reallocate:cooldown_ticks=300"``.
 
 :class:`FollowDemandPolicy` (``follow_demand``) is the one scheduling rule written
-here, registered through the ``nalar_add_policies`` hook: the built-in
-``reallocate`` reacts to one tick's load and, on the router workload, moves
-engines back and forth faster than their warm-up (``docs/benchmarks.md`` shows
-it); this one follows load averaged over seconds and waits out the warm-up.
+here, registered through the ``nalar_add_policies`` hook: it splits instances in
+proportion to averaged load (queues included) and moves nothing while an instance
+warms up. The built-in ``reallocate`` splits by arriving work and moves only into
+a saturated component; the benchmarks' workloads use ``reallocate``.
 """
 
 from __future__ import annotations

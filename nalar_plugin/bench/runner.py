@@ -289,6 +289,7 @@ def run(settings: RunSettings) -> RunResult:
         move_times = list(getattr(prov, "move_times", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
+    summary["admit"] = _admit(s) if rt_used else None
     summary["decisions"] = {"migrations": counter.migrations, "reallocations": len(moves),
                             "priority_changes": counter.priorities}
     if rt_used:
