@@ -7,12 +7,12 @@ keeps sessions safe.
 
 from __future__ import annotations
 
-from .context import CallContext, current_call, current_session
+from .context import CallContext, active_runtime, current_call, current_session
 from .errors import NalarError
 from .future import Future, value
 from .graph import SessionGraph
 from .hookspecs import hookimpl
-from .runtime import Runtime, active_runtime
+from .runtime import Runtime
 from .scheduler.policies import Policy
 from .state import ManagedDict, ManagedList, managed_dict, managed_list
 from .stubs import agent, tool

@@ -22,10 +22,23 @@ def _write_json(data: dict[str, Any], path: str | None, echo: bool = True) -> No
         print(text)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _nalar_config() -> dict[str, Any]:
+    """This process's ``nalar`` settings as JSON data, for the benchmark's driver subprocesses."""
+    import dask.config
 
-    run_demo(processes=args.processes or None)
+    return dict(json.loads(json.dumps(dask.config.get("nalar", default={}) or {}, default=str)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.futures:
+        from .demo import run_demo
+
+        run_demo(processes=args.processes or None)
+        return 0
+    from .demo import run_research_demo
+
+    run_research_demo(quick=args.quick, processes=args.processes, progress=not args.no_progress,
+                      nalar_config=_nalar_config())
     return 0
 
 
@@ -114,6 +127,22 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_research(args: argparse.Namespace) -> int:
+    from .bench.research import ResearchSettings, bench_research, format_table, plot_research
+
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    settings = ResearchSettings(rps=tuple(args.rps), duration_s=args.duration, replicas=args.replicas, seed=args.seed,
+                                time_scale=args.time_scale, capacity=args.capacity, systems=systems,
+                                drain_s=args.drain, progress=not args.no_progress, nalar_config=_nalar_config())
+    data = bench_research(settings)
+    _write_json(data, args.json, echo=False)
+    print(format_table(data))
+    if args.plot:
+        plot_research(data, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def _workload_options(w: argparse.ArgumentParser) -> None:
     w.add_argument("--duration", type=float, help="model seconds of arrivals (default: the workload's)")
     w.add_argument("--seed", type=int, default=0, help="seed of the trace and the farm")
@@ -133,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nalar", description="Serve agent workflows as futures on Dask.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run a small futures workflow on the embedded cluster")
+    d = sub.add_parser("demo", help="a research LangGraph app served by plain LangGraph and by nalar, side by side")
+    d.add_argument("--quick", action="store_true", help="one short, fast run per system (a smoke test)")
+    d.add_argument("--futures", action="store_true", help="the small futures workflow and its graph instead")
     d.add_argument("--processes", action="store_true", help="use worker processes")
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     d.set_defaults(fn=_cmd_demo)
 
     pol = sub.add_parser("policies", help="list the installed policies")
@@ -166,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
         w.add_argument("--rps", type=_rates, required=True, help="offered rate(s), requests per model second: R or R1,R2")
         _workload_options(w)
         w.set_defaults(fn=_cmd_bench_workload)
+    rs = bsub.add_parser("research", help="a deep-research LangGraph app on ChatOpenAI replicas: langgraph vs nalar")
+    rs.add_argument("--rps", type=_rates, default=[4.0, 8.0, 12.0, 16.0, 20.0],
+                    help="offered rates, requests per wall second: R1,R2,... (default 4,8,12,16,20)")
+    rs.add_argument("--duration", type=float, default=20.0, help="wall seconds of arrivals per run (20)")
+    rs.add_argument("--replicas", type=int, default=4, help="LLM replicas (4)")
+    rs.add_argument("--seed", type=int, default=0, help="seed of the requests and the model's answers")
+    rs.add_argument("--time-scale", type=float, default=0.3,
+                    help="wall seconds per model second of the engines (0.3: a 1k/130-token call takes ~0.65 s)")
+    rs.add_argument("--capacity", type=int, default=8, help="nalar: admitted calls per replica (8)")
+    rs.add_argument("--drain", type=float, help="wall seconds to wait past the last arrival (60 + 2x duration)")
+    rs.add_argument("--systems", default="langgraph,nalar", help="systems to run, comma-separated")
+    rs.add_argument("--json", metavar="FILE", help="write the result here")
+    rs.add_argument("--plot", metavar="FILE.png", help="write mean and P99 latency against rate here")
+    rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rs.set_defaults(fn=_cmd_bench_research)
     cmp = bsub.add_parser("compare", help="every system on the same seed; one table of ratios")
     cmp.add_argument("workload", choices=["financial", "router", "swe"])
     cmp.add_argument("--rps", type=_rates, help="offered rates R1,R2,... (default: the workload's sweep)")

@@ -8,13 +8,14 @@ from ``dask.config.set({"nalar.policy": "las"})``, or from keyword arguments to
 Settings:
     processes: Embedded cluster with worker processes (default ``False``: threads).
     n-workers: Workers of the embedded cluster (``None``: 1 with threads, 2 with processes).
-    worker-slots: Dask ``nthreads`` per worker (default 1024). A call holds a slot
-        while it runs, even when it only awaits I/O; the local controllers, not the
-        slots, enforce each instance's capacity, so the slots only need to exceed
-        the concurrency they admit. Threads are made lazily, so idle slots cost nothing.
+    worker-slots: Synchronous call bodies one worker runs at once (default 1024), and
+        Dask ``nthreads`` of embedded workers. ``async def`` bodies hold no slot (they
+        run on the executor's event loop); a body blocked on a future lends its slot.
+        Threads are made when needed and exit when idle, so idle slots cost nothing.
+    worker-threads-max: Threads of one worker's call pool at most, bodies blocked on
+        futures included (default 2048): the bound on threads, whatever the load.
     worker-saturation: ``distributed.scheduler.worker-saturation`` for the embedded
-        scheduler (default ``inf``). Queueing happens in the local controllers, so the
-        Dask scheduler should send every admitted task to a worker at once.
+        scheduler (default ``inf``), for tasks users submit to Dask themselves.
     policy: Name of the active policy (entry-point group ``nalar_plugin.policies``).
     tick-interval: Period of the global controller (default ``100ms``).
     dashboard: Start Dask's dashboard on 127.0.0.1 (default ``False``).
@@ -28,18 +29,30 @@ Settings:
     retry-backoff: First wait before a retry (default ``100ms``); it doubles each retry,
         up to ``retry-backoff-max`` (default ``5s``).
     state-allowed-types: Extra classes (``"module.Class"``) the state serde may rebuild.
+    journal-max-age: Seconds (or ``"7d"``) a journal record lives after its commit
+        (default ``7d``; ``None`` keeps records for ever).
+    journal-max-sessions: Sessions the journal keeps; the oldest idle ones beyond it are
+        forgotten, journal and managed state (default ``None``: no bound).
+    journal-gc-interval: Period of the sweep that applies both rules (default ``60s``).
+    session-cache: Idle sessions whose metrics and affinity the local controllers keep
+        (default 10000).
+    graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
+    close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
+        (default ``30s``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import dask.config
+from dask.utils import parse_timedelta
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "resolve"]
+__all__ = ["DEFAULTS", "call_options", "checked_options", "resolve"]
 
 DEFAULTS: dict[str, Any] = {
     "processes": False,
@@ -57,6 +70,13 @@ DEFAULTS: dict[str, Any] = {
     "retry-backoff": "100ms",
     "retry-backoff-max": "5s",
     "state-allowed-types": [],
+    "worker-threads-max": 2048,
+    "journal-max-age": "7d",
+    "journal-max-sessions": None,
+    "journal-gc-interval": "60s",
+    "session-cache": 10000,
+    "graph-sessions": 1000,
+    "close-timeout": "30s",
 }
 
 dask.config.update_defaults({"nalar": DEFAULTS})
@@ -83,6 +103,13 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "dashboard": _bool,
         "n-workers": lambda v: None if v is None else int(v),
         "seed": int,
+        "worker-threads-max": int,
+        "journal-max-sessions": lambda v: None if v is None else int(v),
+        "journal-max-age": lambda v: None if v is None else _seconds(v),
+        "journal-gc-interval": lambda v: None if v is None else _seconds(v),
+        "session-cache": int,
+        "graph-sessions": int,
+        "close-timeout": _seconds,
     }
     for key, conv in converters.items():
         try:
@@ -97,12 +124,59 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         raise ConfigError(f"nalar.worker-slots must be >= 1, got {cfg['worker-slots']}")
     if cfg["n-workers"] is not None and cfg["n-workers"] < 1:
         raise ConfigError(f"nalar.n-workers must be >= 1, got {cfg['n-workers']}")
+    for key in ("worker-threads-max", "session-cache", "graph-sessions"):
+        if cfg[key] < 1:
+            raise ConfigError(f"nalar.{key} must be >= 1, got {cfg[key]}")
+    if cfg["journal-max-sessions"] is not None and cfg["journal-max-sessions"] < 1:
+        raise ConfigError(f"nalar.journal-max-sessions must be >= 1 or None, got {cfg['journal-max-sessions']}")
+    for key in ("journal-max-age", "journal-gc-interval"):
+        if cfg[key] is not None and cfg[key] <= 0:
+            raise ConfigError(f"nalar.{key} must be > 0 or None, got {cfg[key]}")
     return cfg
 
 
-def _seconds(v: Any) -> float:
-    from dask.utils import parse_timedelta
+_CALL_OPTIONS = ("priority", "deadline", "expected_s")
 
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    out = float(value)
+    if math.isnan(out) or math.isinf(out):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return out
+
+
+def call_options(**given: Any) -> dict[str, Any]:
+    """Check a call's ``priority``, ``deadline`` (``time.time()`` seconds) and ``expected_s``.
+
+    Returns:
+        The options that were given (``None`` means not given), as floats.
+
+    Raises:
+        ConfigError: One is not a finite number (``expected_s`` must also be >= 0).
+    """
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        out[name] = _finite(name, value)
+        if name == "expected_s" and out[name] < 0:
+            raise ConfigError(f"expected_s must be >= 0, got {value!r}")
+    return out
+
+
+def checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``priority``, ``deadline`` and ``expected_s`` checked (see :func:`call_options`)."""
+    if not options:
+        return options
+    given = {k: options[k] for k in _CALL_OPTIONS if options.get(k) is not None}
+    if not given:
+        return options
+    return {**options, **call_options(**given)}
+
+
+def _seconds(v: Any) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     return float(parse_timedelta(v, default="seconds"))

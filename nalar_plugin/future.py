@@ -1,8 +1,8 @@
-"""The future a stub call returns.
+"""The future a call returns.
 
-A :class:`Future` exists before any Dask task does: the call waits in its local
-controller's queue until it is admitted (late binding), and only then becomes a
-Dask task. Its value stays in the cluster until someone asks for it.
+A :class:`Future` exists before its call runs: the call waits in its local
+controller's queue until it is admitted (late binding), then runs on the
+instance it was admitted to, and its result comes back to the future.
 
 Code written for plain values works on futures: using a future as a value
 (``len``, iteration, indexing, attribute access, ``str``, comparison, arithmetic)
@@ -12,25 +12,23 @@ materialises it, exactly as :func:`value` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import operator
 import threading
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 from .context import CallContext
-from .errors import CallCancelledError, CallTimeoutError, RuntimeStateError, WorkerLostError
+from .errors import CallCancelledError, CallTimeoutError, RuntimeStateError
 
-if TYPE_CHECKING:
-    import distributed
-
-__all__ = ["Future", "value"]
+__all__ = ["Future", "collect_futures", "replace_futures", "set_wait_hook", "value", "waiting"]
 
 logger = logging.getLogger(__name__)
 
 PENDING = "pending"  # waiting for its inputs
 QUEUED = "queued"  # in a local controller's queue
-RUNNING = "running"  # admitted: a Dask task exists
+RUNNING = "running"  # admitted: running on its instance
 FINISHED = "finished"
 ERROR = "error"
 CANCELLED = "cancelled"
@@ -38,15 +36,32 @@ _DONE = (FINISHED, ERROR, CANCELLED)
 
 _MISSING: Any = object()
 
+# A thread of a worker's call pool registers how it gives its slot back while it
+# blocks on a future (as Dask's secede does), so nested calls never deadlock.
+_wait_hook = threading.local()
 
-def _in_task_thread() -> bool:
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Mark a blocking wait of this thread: a call pool lends its slot to other calls meanwhile."""
+    hook = getattr(_wait_hook, "hook", None)
+    if hook is None:
+        yield
+        return
+    hook.enter()
     try:
-        from distributed.utils import thread_state
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return False
-    return getattr(thread_state, "key", None) is not None and getattr(
-        thread_state, "proceed", True
-    )
+        yield
+    finally:
+        hook.exit()
+
+
+def set_wait_hook(hook: Any) -> None:
+    """Register this thread's wait hook (an object with ``enter()`` and ``exit()``), or ``None``."""
+    _wait_hook.hook = hook
+
+
+def _in_pool_thread() -> bool:
+    return getattr(_wait_hook, "hook", None) is not None
 
 
 def _on_event_loop() -> bool:
@@ -57,35 +72,18 @@ def _on_event_loop() -> bool:
     return True
 
 
-def _map_dask_error(exc: BaseException) -> BaseException:
-    """Map Dask's own failures to the project's errors; leave user errors alone."""
-    try:
-        from distributed.scheduler import KilledWorker
-    except ImportError:  # pragma: no cover
-        return exc
-    if isinstance(exc, KilledWorker):
-        err: BaseException = WorkerLostError(str(exc))
-        err.__cause__ = exc
-        return err
-    if isinstance(exc, (asyncio.CancelledError,)) or type(exc).__name__ == "FutureCancelledError":
-        err = CallCancelledError(str(exc) or "the call was cancelled")
-        err.__cause__ = exc
-        return err
-    return exc
-
-
 class Future:
     """A handle on the result of one call, carrying its :class:`CallContext`.
 
-    Use :meth:`available`, :meth:`value`/:meth:`result`, ``await``, :meth:`done`
-    and :meth:`add_done_callback`. Futures may be passed as arguments to other
-    stubs, also inside lists and dicts: that makes a dependency, and the
-    dependent call is released as soon as its inputs exist.
+    Use :meth:`available`, :meth:`value`/:meth:`result`, ``await``, :meth:`done`,
+    :meth:`cancel` and :meth:`add_done_callback`. Futures may be passed as
+    arguments to other stubs, also inside lists and dicts: that makes a
+    dependency, and the dependent call is released as soon as its inputs exist.
     """
 
     __slots__ = (
         "_callbacks",
-        "_dask_future",
+        "_canceller",
         "_event",
         "_exception",
         "_lock",
@@ -98,17 +96,17 @@ class Future:
     def __init__(self, context: CallContext) -> None:
         self.context = context
         self._state = PENDING
-        self._dask_future: distributed.Future | None = None
         self._value: Any = _MISSING
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[Future], Any]] = []
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        self._event: threading.Event | None = None
+        self._canceller: Callable[[Future], bool] | None = None
 
     # -- state -----------------------------------------------------------
     @property
     def call_id(self) -> str:
-        """The id of the call (and the key of its Dask task)."""
+        """The id of the call."""
         return self.context.call_id
 
     @property
@@ -124,13 +122,30 @@ class Future:
         """Return True when the value can be read without waiting (the paper's ``available()``)."""
         return self._state == FINISHED
 
+    def cancelled(self) -> bool:
+        """Return True if the call was cancelled."""
+        return self._state == CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the call: a queued call never runs; a running call's body is cancelled.
+
+        Returns:
+            True if the call is cancelled now (or was already), False if it had
+            already finished or failed.
+        """
+        if self._state == CANCELLED:
+            return True
+        if self._state in _DONE:
+            return False
+        canceller = self._canceller
+        if canceller is not None:
+            return canceller(self)
+        return self._finish(CANCELLED, exception=CallCancelledError(f"call {self.call_id} was cancelled"))
+
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for the call and return its exception, or ``None`` if it succeeded."""
         self._wait(timeout)
-        if self._state == FINISHED:
-            return None
-        self._fetch()
-        return self._exception
+        return None if self._state == FINISHED else self._exception
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` when the call is done (at once if it already is).
@@ -150,15 +165,11 @@ class Future:
         except Exception:
             logger.exception("done callback %r of call %s failed", fn, self.call_id)
 
-    # -- completion (used by the runtime) ---------------------------------
+    # -- completion (used by the call path) --------------------------------
     def _set_state(self, state: str) -> None:
         with self._lock:
             if self._state not in _DONE:
                 self._state = state
-
-    def _attach(self, dask_future: distributed.Future) -> None:
-        self._dask_future = dask_future
-        self._set_state(RUNNING)
 
     def _finish(self, state: str, *, value: Any = _MISSING, exception: BaseException | None = None) -> bool:
         with self._lock:
@@ -167,10 +178,13 @@ class Future:
             self._state = state
             if value is not _MISSING:
                 self._value = value
-            if exception is not None:
-                self._exception = exception
+            if exception is None and state != FINISHED:
+                exception = CallCancelledError(f"call {self.call_id} was cancelled")
+            self._exception = exception
             callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
         for fn in callbacks:
             self._run_callback(fn)
         return True
@@ -179,41 +193,32 @@ class Future:
     def _wait(self, timeout: float | None) -> None:
         if self._state in _DONE:
             return
-        if _on_event_loop() and not _in_task_thread():
+        if _on_event_loop() and not _in_pool_thread():
             raise RuntimeStateError(
                 f"call {self.call_id} is not done and blocking would freeze this event loop; "
                 "use `await future` inside async code"
             )
-        seceded = False
-        if _in_task_thread():
-            # Waiting inside a running call gives its worker slot back, so nested
-            # calls never deadlock when every slot is taken.
-            from distributed import secede
-
-            secede()
-            seceded = True
-        try:
-            if not self._event.wait(timeout):
+        with self._lock:
+            if self._state in _DONE:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        with waiting():
+            if not event.wait(timeout):
                 raise CallTimeoutError(f"call {self.call_id} did not finish within {timeout} s")
-        finally:
-            if seceded:
-                from distributed import rejoin
 
-                rejoin()
-
-    def _fetch(self) -> None:
-        """Bring the value (or the exception) from the cluster to this process."""
-        if self._value is not _MISSING or self._exception is not None:
-            return
-        fut = self._dask_future
-        if fut is None:  # pragma: no cover - a finished future always has a task
-            raise RuntimeStateError(f"call {self.call_id} has no task")
-        try:
-            val = fut.result()
-        except BaseException as exc:  # the call's own exception, re-raised with its traceback
-            self._exception = _map_dask_error(exc)
-        else:
-            self._value = val
+    def _block(self, timeout: float | None = None) -> None:
+        """Wait for the call in this thread, event loop or not (for waits known to be short)."""
+        with self._lock:
+            if self._state in _DONE:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        with waiting():
+            if not event.wait(timeout):
+                raise CallTimeoutError(f"call {self.call_id} did not finish within {timeout} s")
 
     def value(self, timeout: float | None = None) -> Any:
         """Wait for the call and return its value.
@@ -229,7 +234,6 @@ class Future:
             Exception: Whatever the call raised, with its original type and traceback.
         """
         self._wait(timeout)
-        self._fetch()
         if self._exception is not None:
             raise self._exception
         return self._value
@@ -248,19 +252,24 @@ class Future:
                     waiter.set_result(None)
 
             def wake(_: Future) -> None:
-                loop.call_soon_threadsafe(release)
+                try:
+                    if asyncio.get_running_loop() is loop:
+                        release()
+                        return
+                except RuntimeError:
+                    pass
+                try:
+                    loop.call_soon_threadsafe(release)
+                except RuntimeError:  # the waiting loop closed: nobody waits any more
+                    pass
 
             self.add_done_callback(wake)
-            await waiter
-        if self._value is _MISSING and self._exception is None:
-            fut = self._dask_future
-            if fut is not None and getattr(fut.client, "asynchronous", False):
-                try:
-                    self._value = await fut
-                except BaseException as exc:
-                    self._exception = _map_dask_error(exc)
-            else:
-                await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # The task awaiting the call was cancelled: so is the call.
+                self.cancel()
+                raise
         if self._exception is not None:
             raise self._exception
         return self._value
@@ -374,3 +383,27 @@ def value(x: Any, timeout: float | None = None) -> Any:
     if type(x) is dict:
         return {k: value(v, timeout) for k, v in x.items()}
     return x
+
+
+def collect_futures(obj: Any, out: list[Future]) -> list[Future]:
+    """Append every :class:`Future` inside ``obj`` (lists, tuples, sets, dicts) to ``out``."""
+    if isinstance(obj, Future):
+        out.append(obj)
+    elif type(obj) in (list, tuple, set, frozenset):
+        for x in obj:
+            collect_futures(x, out)
+    elif type(obj) is dict:
+        for x in obj.values():
+            collect_futures(x, out)
+    return out
+
+
+def replace_futures(obj: Any, fn: Callable[[Future], Any]) -> Any:
+    """Return ``obj`` with every :class:`Future` inside replaced by ``fn(future)``."""
+    if isinstance(obj, Future):
+        return fn(obj)
+    if type(obj) in (list, tuple, set, frozenset):
+        return type(obj)(replace_futures(x, fn) for x in obj)
+    if type(obj) is dict:
+        return {k: replace_futures(v, fn) for k, v in obj.items()}
+    return obj

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SessionGraph"]
+from .context import CallContext
+
+__all__ = ["CallGraph", "SessionGraph"]
 
 
 @dataclass
@@ -57,3 +62,100 @@ class SessionGraph:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+
+class _Node:
+    __slots__ = ("context", "finished", "started", "status")
+
+    def __init__(self, context: CallContext) -> None:
+        self.context = context
+        self.status = "pending"
+        self.started = time.time()
+        self.finished: float | None = None
+
+
+class CallGraph:
+    """The dynamic dependency graph of every recent session (thread-safe, bounded).
+
+    Args:
+        cap: Sessions kept; the least recently used sessions with no call in
+            flight are forgotten beyond it.
+    """
+
+    def __init__(self, cap: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._cap = max(1, cap)
+        self._graphs: OrderedDict[str, dict[str, _Node]] = OrderedDict()
+        self._live: dict[str, int] = {}  # session -> calls not done yet
+
+    def record(self, ctx: CallContext) -> None:
+        """Add a call (and its edges from its inputs)."""
+        with self._lock:
+            nodes = self._graphs.get(ctx.session)
+            if nodes is None:
+                nodes = self._graphs[ctx.session] = {}
+                self._trim()
+            else:
+                self._graphs.move_to_end(ctx.session)
+            nodes[ctx.call_id] = _Node(ctx)
+            self._live[ctx.session] = self._live.get(ctx.session, 0) + 1
+            for dep in ctx.dependencies:
+                node = nodes.get(dep)
+                if node is not None and ctx.call_id not in node.context.consumers:
+                    node.context.consumers.append(ctx.call_id)
+
+    def _trim(self) -> None:
+        excess = len(self._graphs) - self._cap
+        for session in list(self._graphs):
+            if excess <= 0:
+                return
+            if self._live.get(session):
+                continue
+            del self._graphs[session]
+            excess -= 1
+
+    def mark(self, ctx: CallContext, status: str) -> None:
+        """Set a call's status (``running``)."""
+        with self._lock:
+            node = self._graphs.get(ctx.session, {}).get(ctx.call_id)
+            if node is not None:
+                node.status = status
+
+    def done(self, ctx: CallContext, status: str) -> None:
+        """A call ended as ``status``."""
+        with self._lock:
+            node = self._graphs.get(ctx.session, {}).get(ctx.call_id)
+            if node is not None and node.finished is None:
+                node.status = status
+                node.finished = time.time()
+            live = self._live.get(ctx.session, 0) - 1
+            if live > 0:
+                self._live[ctx.session] = live
+            else:
+                self._live.pop(ctx.session, None)
+
+    def forget(self, session: str) -> None:
+        """Drop a session's graph."""
+        with self._lock:
+            self._graphs.pop(session, None)
+
+    def sessions(self) -> list[str]:
+        """The sessions kept, oldest first."""
+        with self._lock:
+            return list(self._graphs)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._graphs)
+
+    def graph(self, session: str) -> SessionGraph:
+        """The graph of ``session``."""
+        with self._lock:
+            data = []
+            for n in list(self._graphs.get(session, {}).values()):
+                d = n.context.to_dict()
+                d["status"] = n.status
+                d["started"] = n.started
+                d["finished"] = n.finished
+                data.append(d)
+        return SessionGraph(session, data)

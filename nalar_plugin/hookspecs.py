@@ -139,3 +139,13 @@ def nalar_adapter_run(run: Any) -> None:
     ``run`` is a record with the run id, parent run, kind, name, session and
     LangGraph node and step. Observer hook: failures are logged and contained.
     """
+
+
+@hookspec(firstresult=True)
+def nalar_endpoint(obj: Any, component: str, index: int) -> Any:
+    """Called when ``rt.deploy`` (or ``rt.deploy_model``) makes ``obj`` instance ``index`` of ``component``.
+
+    firstresult: return what the instance's calls get in place of ``obj`` (a
+    wrapper that travels to workers, for example); ``None`` keeps ``obj``.
+    Decision hook: a failure reaches the caller of ``deploy``.
+    """

@@ -12,7 +12,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, PolicyNotFoundError
 
-__all__ = ["PluginManager", "POLICY_GROUP", "PLUGIN_GROUP", "installed_policies"]
+__all__ = ["PLUGIN_GROUP", "POLICY_GROUP", "PluginManager", "installed_policies", "policy_entry_points"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class PluginManager:
     def hook(self) -> Any:
         """The pluggy hook relay; call hooks with keyword arguments only."""
         return self.pm.hook
+
+    def implemented(self, hook_name: str) -> bool:
+        """Whether any registered plugin implements ``hook_name`` (so a hot path can skip the call)."""
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register ``plugin`` and validate its hooks at once.
@@ -88,24 +92,40 @@ class PluginManager:
                 logger.exception("observer hook %s of plugin %s failed", hook_name, impl.plugin_name)
 
     def policies(self) -> dict[str, type]:
-        """Return every installed policy, by name: entry points, then plugins."""
+        """Return every installed policy, by name: entry points, then plugins.
+
+        Raises:
+            PluginError: An entry point fails to load (the message names it).
+        """
         found = installed_policies()
+        found.update(self._plugin_policies())
+        return found
+
+    def _plugin_policies(self) -> dict[str, type]:
+        found: dict[str, type] = {}
         for mapping in self.pm.hook.nalar_add_policies():
             for name, cls in (mapping or {}).items():
                 found[name] = _validate_policy(name, cls, "plugin")
         return found
 
     def policy(self, name: str, **kwargs: Any) -> Any:
-        """Instantiate the policy called ``name``.
+        """Instantiate the policy called ``name``, loading only that entry point.
+
+        A broken entry point of another policy does not stop this one.
 
         Raises:
             PolicyNotFoundError: No such policy; the message lists the installed ones.
+            PluginError: The named entry point fails to load.
         """
-        found = self.policies()
-        if name not in found:
-            listing = ", ".join(sorted(found)) or "(none)"
-            raise PolicyNotFoundError(f"no policy named {name!r}; installed policies: {listing}")
-        return found[name](**kwargs)
+        plugin_made = self._plugin_policies()
+        if name in plugin_made:
+            return plugin_made[name](**kwargs)
+        for ep in importlib.metadata.entry_points(group=POLICY_GROUP):
+            if ep.name == name:
+                return _load_policy(ep)(**kwargs)
+        names = sorted({ep.name for ep in importlib.metadata.entry_points(group=POLICY_GROUP)} | set(plugin_made))
+        listing = ", ".join(names) or "(none)"
+        raise PolicyNotFoundError(f"no policy named {name!r}; installed policies: {listing}")
 
 
 def _label(plugin: Any) -> str:
@@ -137,9 +157,24 @@ def installed_policies() -> dict[str, type]:
     """
     found: dict[str, type] = {}
     for ep in importlib.metadata.entry_points(group=POLICY_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:
-            raise PluginError(f"policy entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        found[ep.name] = _validate_policy(ep.name, cls, f"entry point {ep.value}")
+        found[ep.name] = _load_policy(ep)
     return found
+
+
+def _load_policy(ep: Any) -> type:
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise PluginError(f"policy entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    return _validate_policy(ep.name, cls, f"entry point {ep.value}")
+
+
+def policy_entry_points() -> list[tuple[str, type | None, str | None]]:
+    """Every policy entry point: ``(name, class, None)``, or ``(name, None, error)`` for a broken one."""
+    out: list[tuple[str, type | None, str | None]] = []
+    for ep in importlib.metadata.entry_points(group=POLICY_GROUP):
+        try:
+            out.append((ep.name, _load_policy(ep), None))
+        except PluginError as exc:
+            out.append((ep.name, None, str(exc)))
+    return out

@@ -1,60 +1,68 @@
-"""The Runtime: the Dask cluster, the controllers, the plugins and the stores.
+"""The Runtime: the composition of nalar's services over one Dask cluster.
 
 ``with Runtime() as rt:`` starts an embedded Dask ``LocalCluster`` in this process
 (scheduler and dashboard on 127.0.0.1 only); ``Runtime(processes=True)`` uses
 worker processes; ``Runtime(address="tcp://host:port")`` joins a running cluster.
 While a Runtime is open, stub calls return futures scheduled by its controllers.
+
+The Runtime owns its services and hands each the few others it needs when it
+makes them; no service reaches back through the Runtime:
+
+* the cluster (:mod:`nalar_plugin.cluster`) and the executors on its workers
+  (:mod:`nalar_plugin.execution`, :mod:`nalar_plugin.links`);
+* the state service (:mod:`nalar_plugin.state.service`): store, journal, lock;
+* the local controllers (:class:`~nalar_plugin.scheduler.ControlPlane`) and the
+  global controller (:class:`~nalar_plugin.scheduler.GlobalController`);
+* the dispatcher (:mod:`nalar_plugin.dispatch`), the call path
+  (:mod:`nalar_plugin.calls`), the components (:mod:`nalar_plugin.components`);
+* the LangChain adapters (:mod:`nalar_plugin.adapters`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import dask.config
+from dask.utils import parse_timedelta
 
-from . import _task, config as _config
-from ._calls import CallMaker, fail, replace_futures
-from .context import _options_var, _session_var, new_id
-from .errors import (
-    CallVetoedError,
-    ClusterError,
-    ConfigError,
-    RuntimeStateError,
-    UnsatisfiableResourcesError,
-)
-from .future import CANCELLED, ERROR, FINISHED, Future
-from .graph import SessionGraph
+from . import config as _config
+from .adapters.service import AdapterService
+from .calls import CallPath
+from .cluster import close_cluster, connect
+from .components import ComponentHandle, Components, DriverRequests, LocalSink
+from .context import _options_var, _session_var, active_runtime, new_id, register_runtime, unregister_runtime
+from .dispatch import Dispatcher
+from .errors import ClusterError, RuntimeStateError, StateError
+from .future import Future
+from .graph import CallGraph, SessionGraph
+from .links import ExecutorPlugin
 from .plugins import PluginManager
-from .scheduler.controller import Call, ControlPlane, LocalController
+from .scheduler.controller import ControlPlane
 from .scheduler.global_controller import GlobalController
-from .scheduler.shared import ReportingController, snapshot_to_dict
-from .adapters.mixin import AdapterMixin
-from .state.runtime_state import StateMixin
-from .scheduler.components import ComponentHandle, ComponentStub, HostedAddress, method_is_async
-from .stubs import ClassStub, Directives, Stub
+from .scheduler.shared import SharedDecisions, snapshot_to_dict
+from .state.checkpoint import DiskcacheSaver
+from .state.journal import Journal, JournalRecord, Retention
+from .state.retry import RetryPolicy
+from .state.service import StateService
+from .state.store import Store
+from .stubs import ClassStub, HostedObject, Stub
 
 __all__ = ["Runtime", "active_runtime"]
 
 logger = logging.getLogger(__name__)
 
-_ACTIVE: list[Runtime] = []
-_ACTIVE_LOCK = threading.Lock()
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return float(parse_timedelta(value, default="seconds"))
 
 
-def active_runtime() -> Any:
-    """Return the Runtime that stub calls here go to, or ``None`` (plain Python)."""
-    rt = _task.task_runtime.get()
-    if rt is not None:
-        return rt
-    with _ACTIVE_LOCK:
-        return _ACTIVE[-1] if _ACTIVE else None
-
-
-class Runtime(AdapterMixin, StateMixin, CallMaker):
+class Runtime:
     """Serve stub and adapter calls as futures on a Dask cluster.
 
     Args:
@@ -62,7 +70,8 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
             embedded ``LocalCluster`` in this process.
         processes: Embedded cluster with worker processes instead of threads.
         n_workers: Workers of the embedded cluster.
-        worker_slots: Dask ``nthreads`` per embedded worker (see :mod:`nalar_plugin.config`).
+        worker_slots: Synchronous call bodies one worker runs at once (see
+            :mod:`nalar_plugin.config`).
         policy: Name of the active policy.
         tick_interval: Global controller period, seconds or a string such as ``"100ms"``.
         security: A ``distributed.security.Security`` (TLS), passed to Dask.
@@ -73,6 +82,8 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         ConfigError: A bad setting.
         PolicyNotFoundError: No installed policy has that name.
         ClusterError: The cluster could not be started or reached.
+        StateError: The state directory cannot be used (corrupted, foreign,
+            read-only, or owned by another Runtime).
     """
 
     def __init__(
@@ -88,116 +99,122 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         state_dir: str | None = None,
         **settings: Any,
     ) -> None:
-        super().__init__()
         self.config = _config.resolve(
             processes=processes, n_workers=n_workers, worker_slots=worker_slots, policy=policy,
             tick_interval=tick_interval, state_dir=state_dir, **settings,
         )
+        cfg = self.config
         self.token = new_id("rt")
         self.closed = False
         self.plugins = PluginManager()
-        self.policy_name = str(self.config["policy"])
+        self.policy_name = str(cfg["policy"])
         self.policy = self.plugins.policy(self.policy_name)
         self.policy.name = self.policy_name
-        self.cluster: Any = None
-        self.client: Any = self._connect(address, security)
-        self.plane = ControlPlane(self._dispatch, seed=self.config["seed"])
-        local = GlobalController(self.plane, self.policy, interval=self.config["tick-interval"], plugins=self.plugins)
-        mode = self.config["global-controller"]
+        self.retry_policy = RetryPolicy.from_config(cfg)
+        retention = Retention(_seconds(cfg["journal-max-age"]), cfg["journal-max-sessions"])
+        # The state directory is checked first: a bad one fails before any cluster starts.
+        self.plane = ControlPlane(self._dispatch, seed=cfg["seed"], session_cap=cfg["session-cache"],
+                                  fail=lambda call, exc: self.calls.fail(call, exc))
+        try:
+            self.state = StateService(cfg["state-dir"], allowed_types=cfg["state-allowed-types"],
+                                      retention=retention, gc_interval=_seconds(cfg["journal-gc-interval"]),
+                                      active=self.plane.is_active)
+        except StateError as exc:
+            # Same class, so callers can tell a foreign directory from a read-only one.
+            raise type(exc)(f"the Runtime cannot use its state directory "
+                            f"(nalar.state-dir={cfg['state-dir']!r}): {exc}") from exc
+        try:
+            self.cluster, self.client = connect(cfg, address, security)
+        except BaseException:
+            self.state.close()
+            raise
+        try:
+            self._start(cfg, address)
+        except BaseException:
+            self._teardown()
+            raise
+        register_runtime(self)
+        self.plugins.notify("nalar_runtime_started", runtime=self)
+
+    def _start(self, cfg: dict[str, Any], address: str | None) -> None:
+        self.graph_store = CallGraph(cfg["graph-sessions"])
+        sink = LocalSink()
+        self._sink = sink
+        requests = DriverRequests(self.state.journal)
+        try:
+            self.client.register_plugin(ExecutorPlugin(cfg["worker-slots"], cfg["worker-threads-max"]))
+        except Exception as exc:
+            raise ClusterError(
+                f"the Dask workers could not start nalar's executor: {exc}. Every worker's environment "
+                "needs nalar-plugin installed"
+            ) from exc
+        in_process = self.cluster is not None and not cfg["processes"]
+        self.dispatcher = Dispatcher(self.client, self.cluster, in_process=in_process, token=self.token,
+                                     allowed_types=self.state.allowed_types, handlers=requests, sink=sink,
+                                     access=lambda: self.state.journal)
+        self.calls = CallPath(token=self.token, plane=self.plane, plugins=self.plugins, state=self.state,
+                              graph=self.graph_store, retry=self.retry_policy, send=self.dispatcher.send,
+                              cancel_remote=self.dispatcher.cancel, check_resources=self.dispatcher.check_resources,
+                              sink=sink)
+        self.components = Components(self.plane, self.calls, self.dispatcher, self.plugins, sink)
+        sink.bind(self.calls, self.components)
+        requests.bind(self.calls, self.components)
+        self.controller = GlobalController(self.plane, self.policy, interval=cfg["tick-interval"], plugins=self.plugins)
+        self.controller.every(1.0, self.dispatcher.refresh)
+        mode = cfg["global-controller"]
         if mode == "auto":
             mode = "scheduler" if address is not None else "local"
-        self.controller: Any = local
+        self._shared: SharedDecisions | None = None
         if mode == "scheduler":
             # Several drivers on one cluster share one global controller in the
             # scheduler; this driver reports its snapshot and applies what it is sent.
-            self.controller = ReportingController(
-                self.plane, self.client, self.token, local, interval=self.config["tick-interval"], policy=self.policy_name
-            )
+            self._shared = SharedDecisions(self.controller, self.client, self.token, policy=self.policy_name)
         self.plane.chooser = self.policy.choose
-        self._worker_pick = 0
-        self._deployed: dict[str, tuple[Any, Directives]] = {}  # name -> (probe object, directives)
-        self._init_state()
-        _task.RUNTIMES[self.token] = self
-        with _ACTIVE_LOCK:
-            _ACTIVE.append(self)
-        self.client.subscribe_topic(_task.EVENT_TOPIC, self._on_event)
+        self.adapters = AdapterService(calls=self.calls, components=self.components, plugins=self.plugins,
+                                       token=self.token, by_ref=in_process, requests=requests)
         self.controller.start()
-        self._init_adapters()
-        self.plugins.notify("nalar_runtime_started", runtime=self)
+        self.dispatcher.wait_for_workers()
 
-    # -- cluster ---------------------------------------------------------------
-    def _connect(self, address: str | None, security: Any) -> Any:
-        from distributed import Client, LocalCluster
+    def _dispatch(self, call: Any, ctl: Any) -> None:
+        self.calls.dispatch(call, ctl)
 
-        try:
-            if address is not None:
-                return Client(address, security=security, set_as_default=False, timeout="30s")
-            processes = self.config["processes"]
-            n = self.config["n-workers"] or (2 if processes else 1)
-            with dask.config.set({"distributed.scheduler.worker-saturation": self.config["worker-saturation"]}):
-                self.cluster = LocalCluster(
-                    n_workers=n,
-                    threads_per_worker=self.config["worker-slots"],
-                    processes=processes,
-                    # Threads mode talks in-process (inproc://) and opens no port;
-                    # processes mode listens on loopback only.
-                    **({"host": "127.0.0.1", "scheduler_port": 0} if processes else {}),
-                    # Dask's HTTP servers (metrics, and the dashboard when asked for)
-                    # would otherwise bind the host's address; keep them on loopback.
-                    dashboard_address="127.0.0.1:0" if self.config["dashboard"] else None,
-                    scheduler_kwargs={"dashboard": self.config["dashboard"], "dashboard_address": "127.0.0.1:0"},
-                    worker_dashboard_address="127.0.0.1:0",
-                    security=security,
-                    memory_limit=self.config["memory-limit"],
-                )
-                return Client(self.cluster, set_as_default=False)
-        except (OSError, RuntimeError) as exc:
-            if self.cluster is not None:
-                self.cluster.close()
-            raise ClusterError(f"could not reach the Dask cluster at {address or 'the embedded LocalCluster'}: {exc}") from exc
-
+    # -- lifecycle ---------------------------------------------------------------
     @property
     def dashboard_link(self) -> str | None:
         """The Dask dashboard's address, when one runs."""
         return self.client.dashboard_link if self.config["dashboard"] or self.cluster is None else None
 
-    def _on_event(self, event: Any) -> None:
-        _, msg = event
-        if isinstance(msg, dict) and msg.get("token") == self.token:
-            data = dict(msg)
-            data.pop("token")
-            self.record_remote(data)
-
-    # -- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
-        """Stop the controllers and release the client and the embedded cluster."""
+        """Stop making calls, let running ones finish and commit, then release everything.
+
+        Calls still queued fail with :class:`~nalar_plugin.errors.RuntimeStateError`;
+        running calls get ``nalar.close-timeout`` to finish (their results are
+        journaled), then fail the same way.
+        """
         if self.closed:
             return
         self.closed = True
         self.plugins.notify("nalar_runtime_closing", runtime=self)
-        self.controller.stop()
-        self._close_adapters()
-        self._close_state()
-        with _ACTIVE_LOCK:
-            if self in _ACTIVE:
-                _ACTIVE.remove(self)
-        _task.RUNTIMES.pop(self.token, None)
-        # Closing an embedded cluster with results still held makes Dask log that
-        # it "lost computed tasks"; nothing is lost that anyone can still ask for.
-        quiet = [logging.getLogger(n) for n in ("distributed.scheduler", "distributed.core", "distributed.worker")]
-        levels = [q.level for q in quiet]
-        if self.cluster is not None:
-            for q in quiet:
-                q.setLevel(logging.CRITICAL)
-        try:
-            self.client.close()
-        finally:
+        unregister_runtime(self)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        for step in (
+            lambda: self.controller.stop(),
+            lambda: self.adapters.close(),
+            lambda: self.calls.close(_seconds(self.config["close-timeout"]) or 0.0),
+            lambda: self.dispatcher.close(),
+        ):
             try:
-                if self.cluster is not None:
-                    self.cluster.close()
-            finally:
-                for q, lvl in zip(quiet, levels):
-                    q.setLevel(lvl)
+                step()
+            except AttributeError:  # a service that was never made
+                pass
+            except Exception:
+                logger.exception("closing the Runtime: a step failed")
+        try:
+            self.state.close()
+        finally:
+            close_cluster(self.cluster, self.client)
 
     def __enter__(self) -> Runtime:
         return self
@@ -209,8 +226,6 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        import asyncio
-
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def set_policy(self, policy: Any) -> None:
@@ -227,21 +242,34 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
         return self.plugins.register(plugin, name)
 
     # -- sessions ------------------------------------------------------------------
-    def session(
-        self,
-        session_id: str | None = None,
-        *,
-        priority: float | None = None,
-        deadline: float | None = None,
-        expected_s: float | None = None,
-    ) -> _SessionScope:
+    def session(self, session_id: str | None = None, *, priority: float | None = None,
+                deadline: float | None = None, expected_s: float | None = None) -> _SessionScope:
         """Set the session (and default priority, deadline, expected service) of calls made inside.
 
         ``expected_s`` hints the session's total service time, for ``srtf``/``lpt``.
 
         Works as ``with rt.session("s1"):`` and ``async with rt.session("s1"):``.
+
+        Raises:
+            ConfigError: A priority, deadline or hint that is not a finite number.
         """
-        return _SessionScope(session_id or new_id("s"), priority, deadline, expected_s)
+        opts = _config.call_options(priority=priority, deadline=deadline, expected_s=expected_s)
+        return _SessionScope(session_id or new_id("s"), opts)
+
+    def forget_session(self, session: str) -> int:
+        """Delete the journal records, the managed state and the in-memory records of ``session``.
+
+        Its calls run again when made again. Returns the number of keys deleted.
+        """
+        self.calls.forget_session(session)
+        self.plane.forget_session(session)
+        self.graph_store.forget(session)
+        self.adapters.forget_session(session)
+        return self.state.forget_session(session)
+
+    def sessions(self) -> list[str]:
+        """The sessions whose call graphs are kept, oldest first."""
+        return self.graph_store.sessions()
 
     # -- calls ---------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -251,116 +279,16 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
     def submit_call(self, stub: Stub, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Future:
         """Make a call of ``stub`` and return its future at once."""
         self._check_open()
-        call, deps = self.prepare(stub, stub.name, stub.method, args, kwargs, options)
-        d = stub.directives
-        call.resources = dict(d.resources)
-        call.stateful = d.stateful
-        call.extra.update(options.get("extra") or {})
-        hint = options.get("expected_s", (_options_var.get() or {}).get("expected_s"))
-        if hint is not None:
-            call.extra["expected_s"] = hint
-        self.plane.ensure_component(stub.name, d.max_concurrency)
-        self.plugins.notify("nalar_call_created", call=call)
-        reason = None
-        try:
-            reason = self.plugins.hook.nalar_call_veto(call=call)
-            if call.resources:
-                self._check_resources(call.resources, stub.name)
-        except Exception as exc:
-            fail(call, exc)
-            return call.future
-        if reason is not None:
-            fail(call, CallVetoedError(f"call {call.context.call_id} of {stub.name} vetoed: {reason}"))
-            return call.future
-        self.when_ready(call, deps, self._release)
-        return call.future
+        return self._sink.submit_call(stub, args, kwargs, **_config.checked_options(options))
 
-    def _release(self, call: Call) -> None:
-        if self.closed:
-            fail(call, RuntimeStateError("the Runtime closed before the call was admitted"))
-            return
-        deps: list[Future] = []
-        from ._calls import collect_futures
-
-        collect_futures(call.args, deps)
-        collect_futures(call.kwargs, deps)
-        exc = self.failed_input(deps)
-        if exc is not None:
-            fail(call, exc)
-            return
-        self.plane.enqueue(call)
-
-    def _check_resources(self, needs: dict[str, float], component: str) -> None:
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        offered = {addr: w.get("resources", {}) or {} for addr, w in workers.items()}
-        if any(all(res.get(k, 0) >= v for k, v in needs.items()) for res in offered.values()):
-            return
-        raise UnsatisfiableResourcesError(
-            f"{component} needs resources {needs}, which no worker offers; "
-            f"workers offer {list(offered.values()) or 'nothing (no workers)'}. "
-            "Start workers with --resources (or LocalCluster(resources=...)), or change the directive."
-        )
-
-    def _dispatch(self, call: Call, ctl: LocalController) -> None:
-        """Admit ``call`` on ``ctl``'s instance: submit its Dask task."""
-        ctx = call.context
-        self.plugins.notify("nalar_call_admitted", call=call, instance=ctl.instance)
-        self._mark(ctx, "running")
-        target = call.target
-        args = replace_futures(call.args, lambda f: f._dask_future)
-        kwargs = replace_futures(call.kwargs, lambda f: f._dask_future)
-        workers = call.extra.get("workers")
-        if call.extra.get("component_call"):
-            # Late binding: only now is the instance known, so only now does the
-            # call learn how to reach it.
-            address = ctl.address
-            if isinstance(address, HostedAddress):
-                method = _task.MethodTarget(address.object_id, ctx.method, target.is_async)
-                target = Stub(method, ctx.component, target.directives, ctx.method)
-                target.is_async = method.is_async
-                workers = [address.worker]
-            else:
-                args = (address, *args)
-        fn = _task.run_call_async if getattr(target, "is_async", False) else _task.run_call
-        dask_future = self.client.submit(
-            fn, target, args, kwargs, ctx, self.token,
-            # A retry (attempt > 0) needs a fresh Dask key: the failed one is still known.
-            key=f"{ctx.component}-{ctx.call_id}" + (f"-{ctx.attempt}" if ctx.attempt else ""),
-            pure=False,
-            priority=int(ctx.priority),
-            resources=call.resources or None,
-            workers=workers,
-            allow_other_workers=False if workers else None,
-            retries=0,
-        )
-        call.future._attach(dask_future)
-        dask_future.add_done_callback(lambda df: self._on_done(call, df))
-
-    def _on_done(self, call: Call, dask_future: Any) -> None:
-        state = {"finished": FINISHED, "error": ERROR}.get(dask_future.status, CANCELLED)
-        if state != FINISHED and self._maybe_retry(call, dask_future):
-            return
-        self.plane.complete(call)
-        call.future._finish(state)
-        self.plugins.notify("nalar_call_finished", call=call, status=state, error=None)
-
-    def _mark(self, ctx: Any, status: str) -> None:
-        with self._graph_lock:
-            node = self._graphs.get(ctx.session, {}).get(ctx.call_id)
-            if node is not None:
-                node.status = status
+    def host_object(self, stub: ClassStub, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HostedObject:
+        """Create a class stub's object on one worker; its methods become stubs."""
+        self._check_open()
+        return self._sink.host_object(stub, args, kwargs)
 
     # -- components ---------------------------------------------------------------------
-    def deploy(
-        self,
-        name: str,
-        instances: Any,
-        *,
-        n: int | None = None,
-        capacity: int | None = None,
-        stateful: bool = True,
-        resources: dict[str, float] | None = None,
-    ) -> list[str]:
+    def deploy(self, name: str, instances: Any, *, n: int | None = None, capacity: int | None = None,
+               stateful: bool = True, resources: dict[str, float] | None = None) -> list[str]:
         """Declare the component ``name`` and its instances.
 
         Args:
@@ -378,136 +306,125 @@ class Runtime(AdapterMixin, StateMixin, CallMaker):
             The instance ids.
 
         Raises:
-            ConfigError: The name is taken, or no instance was given.
+            ConfigError: The name is taken, no instance was given, or ``n`` is not an integer >= 1.
         """
         self._check_open()
-        if name in self._deployed:
-            raise ConfigError(f"component {name!r} is already deployed")
-        directives = Directives(kind="agent", stateful=stateful, resources=dict(resources or {}), max_concurrency=capacity)
-        directives.validate(name)
-        if isinstance(instances, (list, tuple)):
-            if not instances:
-                raise ConfigError(f"component {name!r} needs at least one instance")
-            # Chat models are wrapped so they travel to workers (Dask pickles every
-            # argument); other objects go as they are.
-            addresses: list[Any] = self._endpoint_addresses(name, list(instances))
-            probe = addresses[0]
-        elif callable(instances):
-            if isinstance(instances, ClassStub):
-                instances = instances.cls  # the hosted object is the plain class's instance
-            workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
-            if not workers:
-                raise ClusterError("the cluster has no workers to host instances on")
-            addresses = []
-            made = []
-            for i in range(n or 1):
-                object_id = new_id("o")
-                create = Stub(_task.CreateTarget(instances, object_id), f"{name}#init", Directives(), "__init__")
-                made.append(self.submit_call(create, (), {}, extra={"workers": [workers[i % len(workers)]]}))
-                addresses.append(HostedAddress(object_id, workers[i % len(workers)]))
-            for fut in made:
-                fut.result()
-            probe = instances
-        else:
-            raise ConfigError(f"component {name!r}: instances must be a list of objects or a factory")
-        self._deployed[name] = (probe, directives)
-        return self.plane.add_component(name, len(addresses), capacity, addresses=addresses)
+        return self.components.deploy(name, instances, n=n, capacity=capacity, stateful=stateful,
+                                      resources=resources)
 
     def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Future:
         """Call ``method`` of the deployed component ``name``; the instance is chosen at admission."""
-        return self.call_with(name, method, args, kwargs)
+        self._check_open()
+        return self.components.call(name, method, args, kwargs)
 
     def call_with(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Future:
         """Like :meth:`call`, with call options (``priority``, ``session``, ``extra``, ...)."""
-        if name not in self._deployed:
-            raise ConfigError(f"no component named {name!r}; deployed: {sorted(self._deployed) or 'none'}")
-        probe, directives = self._deployed[name]
-        stub = ComponentStub(name, method, method_is_async(probe, method), directives)
-        extra = {"component_call": True, **(options.pop("extra", None) or {})}
-        return self.submit_call(stub, args, kwargs, extra=extra, **options)  # type: ignore[arg-type]
+        self._check_open()
+        return self.components.call(name, method, args, kwargs, **_config.checked_options(options))
 
     def component(self, name: str) -> ComponentHandle:
         """A handle whose attributes make calls: ``rt.component("llm").generate(...)``."""
-        if name not in self._deployed:
-            raise ConfigError(f"no component named {name!r}; deployed: {sorted(self._deployed) or 'none'}")
-        return ComponentHandle(self, name)
+        return self.components.handle(name)
 
     def instances(self, name: str) -> dict[str, Any]:
         """The instances of component ``name``: id -> address (endpoint object or hosted address)."""
-        return {i: self.plane.instances[i].address for i in self.plane.components.get(name, []) if i in self.plane.instances}
+        return self.components.instances(name)
 
-    # -- hosted objects ---------------------------------------------------------------
-    def host_object(self, stub: ClassStub, args: tuple[Any, ...], kwargs: dict[str, Any]) -> HostedObject:
-        """Create a class stub's object on one worker; its methods become stubs."""
+    # -- LangChain and LangGraph --------------------------------------------------------
+    def callback(self, **options: Any) -> Any:
+        """A LangChain callback handler that routes a run's calls through nalar.
+
+        See :meth:`nalar_plugin.adapters.service.AdapterService.callback`.
+        """
         self._check_open()
-        workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
-        if not workers:
-            raise ClusterError("the cluster has no workers to host an object on")
-        worker = workers[self._worker_pick % len(workers)]
-        self._worker_pick += 1
-        object_id = new_id("o")
-        create = Stub(_task.CreateTarget(stub.cls, object_id), stub.name, stub.directives, "__init__")
-        created = self.submit_call(create, args, kwargs, extra={"workers": [worker]})
-        return HostedObject(self, stub, object_id, worker, created)
+        return self.adapters.callback(**options)
+
+    def middleware(self, **options: Any) -> Any:
+        """An ``AgentMiddleware`` for ``langchain.agents.create_agent``.
+
+        See :meth:`nalar_plugin.adapters.service.AdapterService.middleware`.
+        """
+        self._check_open()
+        return self.adapters.middleware(**options)
+
+    def wrap_tool_call(self, request: Any, execute: Callable[[Any], Any]) -> Any:
+        """A ``ToolNode(tools, wrap_tool_call=rt.wrap_tool_call)`` hook: the call runs on nalar."""
+        return self.adapters.wrap_tool_call(request, execute)
+
+    async def awrap_tool_call(self, request: Any, execute: Callable[[Any], Awaitable[Any]]) -> Any:
+        """A ``ToolNode(tools, awrap_tool_call=rt.awrap_tool_call)`` hook (async)."""
+        return await self.adapters.awrap_tool_call(request, execute)
+
+    def deploy_model(self, name: str, models: Sequence[Any], *, capacity: int | None = None,
+                     stateful: bool = True) -> list[str]:
+        """Declare the replicas of a chat model as the component ``name``.
+
+        See :meth:`nalar_plugin.adapters.service.AdapterService.deploy_model`.
+        """
+        self._check_open()
+        return self.adapters.deploy_model(name, models, capacity=capacity, stateful=stateful)
+
+    def adapter_runs(self, session: str | None = None) -> list[Any]:
+        """The LangChain runs the adapters recorded (of one session if given), oldest first."""
+        return self.adapters.runs(session)
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The Runtime's state :class:`~nalar_plugin.state.Store`."""
+        return self.state.store
+
+    @property
+    def journal(self) -> Journal:
+        """The call journal and managed state over :attr:`store`."""
+        return self.state.journal
+
+    def checkpointer(self, **kwargs: Any) -> DiskcacheSaver:
+        """Return a LangGraph checkpointer bound to the Runtime's store.
+
+        ``graph = builder.compile(checkpointer=rt.checkpointer())``; a driver
+        restarted with the same state directory resumes each thread from its
+        last checkpoint, and the journal keeps committed tool effects from
+        running twice.
+
+        Args:
+            **kwargs: Passed to :class:`~nalar_plugin.state.DiskcacheSaver` (``serde=``).
+        """
+        return DiskcacheSaver(self.store, **kwargs)
+
+    def journal_records(self, session: str) -> list[JournalRecord]:
+        """The committed calls of ``session``, oldest first."""
+        return self.journal.records(session)
 
     # -- views ---------------------------------------------------------------------
     def graph(self, session: str) -> SessionGraph:
         """The dynamic dependency graph of ``session`` (``.to_json()``, ``.to_dot()``)."""
-        return super().graph(session)
+        return self.graph_store.graph(session)
 
     def cluster_view(self) -> dict[str, Any]:
         """One view of every instance: all drivers' when the global controller is shared."""
-        if isinstance(self.controller, ReportingController):
-            return self.controller.view()
+        if self._shared is not None:
+            return self._shared.view()
         snap = self.plane.snapshot(self.controller.ticks)
-        return {"drivers": [self.token], "ticks": self.controller.ticks, "policy": self.policy_name, **snapshot_to_dict(snap)}
+        return {"drivers": [self.token], "ticks": self.controller.ticks, "policy": self.policy_name,
+                **snapshot_to_dict(snap)}
 
     def stats(self) -> dict[str, Any]:
         """The controllers' metrics: per-instance stats and the global controller's ticks."""
         snap = self.plane.snapshot()
-        return {"instances": {k: vars(v) for k, v in snap.instances().items()}, "control": self.controller.stats()}
+        control = self._shared.stats() if self._shared is not None else self.controller.stats()
+        return {"instances": {k: vars(v) for k, v in snap.instances().items()}, "control": control,
+                "calls_in_flight": self.calls.in_flight(), "workers": self.dispatcher.busy()}
 
     def __repr__(self) -> str:
         where = "closed" if self.closed else getattr(self.client, "scheduler", None) and self.client.scheduler.address
         return f"<nalar.Runtime policy={self.policy_name} {where}>"
 
 
-class HostedObject:
-    """The driver's handle on an object hosted on a worker; its public methods are stubs."""
-
-    def __init__(self, rt: Runtime, stub: ClassStub, object_id: str, worker: str, created: Future) -> None:
-        self._rt = rt
-        self._stub = stub
-        self.object_id = object_id
-        self.worker = worker
-        self.created = created
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self._stub.methods:
-            raise AttributeError(f"{self._stub.name} has no public method {name!r}")
-        import inspect
-
-        is_async = inspect.iscoroutinefunction(getattr(self._stub.cls, name))
-        target = _task.MethodTarget(self.object_id, name, is_async)
-        method = Stub(target, self._stub.name, self._stub.directives, name)
-        method.is_async = is_async
-        rt, created, worker = self._rt, self.created, self.worker
-
-        def call(*args: Any, **kwargs: Any) -> Future:
-            return rt.submit_call(method, args, kwargs, after=[created], extra={"workers": [worker]})
-
-        call.__name__ = name
-        return call
-
-    def __repr__(self) -> str:
-        return f"<nalar hosted {self._stub.name} {self.object_id} on {self.worker}>"
-
-
 class _SessionScope:
-    def __init__(self, session: str, priority: float | None, deadline: float | None, expected_s: float | None) -> None:
+    def __init__(self, session: str, options: dict[str, Any]) -> None:
         self.session = session
-        pairs = (("priority", priority), ("deadline", deadline), ("expected_s", expected_s))
-        self._opts = {k: v for k, v in pairs if v is not None}
+        self._opts = options
         self._tokens: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> str:
@@ -524,3 +441,4 @@ class _SessionScope:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.__exit__()
+

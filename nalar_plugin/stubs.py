@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from .context import active_runtime
 from .errors import DirectiveError
 
-__all__ = ["ClassStub", "Directives", "Stub", "agent", "tool"]
+__all__ = [
+    "ClassStub",
+    "CreateTarget",
+    "Directives",
+    "EndpointTarget",
+    "HostedObject",
+    "MethodTarget",
+    "Stub",
+    "agent",
+    "tool",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,12 +101,6 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _active_runtime() -> Any:
-    from .runtime import active_runtime
-
-    return active_runtime()
-
-
 class Stub:
     """A decorated function. Calling it makes a call; see :func:`agent`."""
 
@@ -119,7 +126,7 @@ class Stub:
         return clone
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        rt = _active_runtime()
+        rt = active_runtime()
         if rt is None:
             if self.is_async and not _loop_running():
                 # Sync code calling an async stub gets its value, as it would
@@ -152,8 +159,6 @@ class Stub:
 
 
 def _lookup(module: str, qualname: str) -> Any:
-    import sys
-
     obj: Any = sys.modules.get(module)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
@@ -161,8 +166,6 @@ def _lookup(module: str, qualname: str) -> Any:
 
 
 def _import_stub(module: str, qualname: str, method: str, options: dict[str, Any]) -> Stub:
-    import importlib
-
     importlib.import_module(module)
     stub = _lookup(module, qualname)
     if options:
@@ -174,6 +177,75 @@ def _rebuild_stub(fn: Callable[..., Any], name: str, directives: Directives, met
     stub = Stub(fn, name, directives, method)
     stub._options = options
     return stub
+
+
+class CreateTarget:
+    """Instantiate a class and host the object on the executor that runs the call."""
+
+    is_async = False
+
+    def __init__(self, cls: type, object_id: str) -> None:
+        self.cls = cls
+        self.object_id = object_id
+
+
+class MethodTarget:
+    """Call a method of a hosted object."""
+
+    def __init__(self, object_id: str, method: str, is_async: bool) -> None:
+        self.object_id = object_id
+        self.method = method
+        self.is_async = is_async
+
+
+class EndpointTarget:
+    """Run ``method`` on the endpoint object the call was admitted to (its first argument)."""
+
+    def __init__(self, method: str, is_async: bool) -> None:
+        self.method = method
+        self.is_async = is_async
+
+    def __call__(self, endpoint: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(endpoint, self.method)(*args, **kwargs)
+
+
+class HostedObject:
+    """The handle on an object hosted on a worker; its public methods are stubs.
+
+    Args:
+        sink: Where its method calls go (the Runtime, or a worker's link to it).
+        stub: The class stub.
+        object_id: The hosted object's id.
+        worker: The worker that holds it.
+        created: The future of its creation (method calls wait for it).
+    """
+
+    def __init__(self, sink: Any, stub: ClassStub, object_id: str, worker: str, created: Any) -> None:
+        self._sink = sink
+        self._stub = stub
+        self.object_id = object_id
+        self.worker = worker
+        self.created = created
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self._stub.methods:
+            raise AttributeError(f"{self._stub.name} has no public method {name!r}")
+        is_async = inspect.iscoroutinefunction(getattr(self._stub.cls, name))
+        method = Stub(MethodTarget(self.object_id, name, is_async), self._stub.name, self._stub.directives, name)  # type: ignore[arg-type]
+        method.is_async = is_async
+        sink, created, worker = self._sink, self.created, self.worker
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return sink.submit_call(method, args, kwargs, after=[created], workers=[worker])
+
+        call.__name__ = name
+        return call
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"a hosted {self._stub.name} handle cannot be sent to another process")
+
+    def __repr__(self) -> str:
+        return f"<nalar hosted {self._stub.name} {self.object_id} on {self.worker}>"
 
 
 class ClassStub:
@@ -194,7 +266,7 @@ class ClassStub:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        rt = _active_runtime()
+        rt = active_runtime()
         if rt is None:
             return self.cls(*args, **kwargs)
         return rt.host_object(self, args, kwargs)

@@ -14,7 +14,7 @@ def _nalar(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_prints_futures_and_graph() -> None:
-    out = _nalar("demo")
+    out = _nalar("demo", "--futures")
     assert out.returncode == 0, out.stderr
     assert "8 futures in session 'demo'" in out.stdout
     assert 'digraph "demo"' in out.stdout

@@ -227,12 +227,12 @@ def test_plain_workflow_same_with_and_without_runtime(rt: nl.Runtime) -> None:
     assert isinstance(with_rt["n"], int)
     nl.Runtime.__module__  # keep the runtime open
     # Same code, run as plain Python: no Runtime is active inside the helper.
-    from nalar_plugin import runtime as runtime_mod
+    from nalar_plugin import context
 
-    saved = list(runtime_mod._ACTIVE)
-    runtime_mod._ACTIVE.clear()
+    saved = list(context._RUNTIMES)
+    context._RUNTIMES.clear()
     try:
         plain = w.workflow("how many futures are there")
     finally:
-        runtime_mod._ACTIVE.extend(saved)
+        context._RUNTIMES.extend(saved)
     assert with_rt == plain

@@ -15,8 +15,8 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from ._runtree import Recorder, RunRecord
-from ._switch import Switch, SwitchCarrier
+from .activation import Switch, SwitchCarrier
+from .recorder import Recorder, RunRecord
 
 __all__ = ["NalarCallbackHandler"]
 
@@ -71,7 +71,8 @@ class NalarCallbackHandler(BaseCallbackHandler, SwitchCarrier):
             checkpoint_ns=md.get("langgraph_checkpoint_ns"), tool_call_id=tool_call_id,
         )
         self.recorder.start(record)
-        self._plugins.notify("nalar_adapter_run", run=record)
+        if self._plugins.implemented("nalar_adapter_run"):
+            self._plugins.notify("nalar_adapter_run", run=record)
 
     def on_chain_start(self, serialized: dict[str, Any], inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
@@ -156,4 +157,5 @@ class NalarCallbackHandler(BaseCallbackHandler, SwitchCarrier):
 
     def __repr__(self) -> str:
         switch = self.nalar_switch
-        return f"<nalar callback for runtime {switch.token if switch else None}>"
+        service = switch.service if switch is not None else None
+        return f"<nalar callback for runtime {getattr(service, 'token', None)}>"

@@ -1,8 +1,8 @@
-"""The ``create_agent`` middleware and the ``ToolNode`` hooks.
+"""The ``create_agent`` middleware (``langchain``, an optional dependency, is imported here only).
 
 They are the same actuator as the callback, behind LangChain's official
-interfaces: each turns the switch on for the call it wraps, and the wrapped
-execution path (:mod:`._seams`) makes it a nalar call. Everything the agent or
+interfaces: each turns the switch on for the call it wraps, and the
+intercepted execution path (:mod:`.interception`) makes it a nalar call. Everything the agent or
 the ToolNode does around the call (binding tools, injecting state, handling tool
 errors, building the ``ToolMessage``) stays in the caller, as without nalar.
 """
@@ -14,27 +14,9 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 
-from ._switch import SWITCH, Switch
+from .activation import Switch, awrap_with_switch, wrap_with_switch
 
-__all__ = ["NalarMiddleware", "awrap_with_switch", "wrap_with_switch"]
-
-
-def wrap_with_switch(switch: Switch, request: Any, execute: Callable[[Any], Any]) -> Any:
-    """Run ``execute(request)`` with the switch on (ToolNode's ``wrap_tool_call`` shape)."""
-    token = SWITCH.set(switch)
-    try:
-        return execute(request)
-    finally:
-        SWITCH.reset(token)
-
-
-async def awrap_with_switch(switch: Switch, request: Any, execute: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Await ``execute(request)`` with the switch on (ToolNode's ``awrap_tool_call`` shape)."""
-    token = SWITCH.set(switch)
-    try:
-        return await execute(request)
-    finally:
-        SWITCH.reset(token)
+__all__ = ["NalarMiddleware"]
 
 
 class NalarMiddleware(AgentMiddleware):  # type: ignore[type-arg]

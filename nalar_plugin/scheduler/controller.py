@@ -9,6 +9,10 @@ Decisions apply at once: ``set_priority`` reorders calls already queued,
 ``migrate`` moves a session's queued calls and its affinity, routes apply to new
 calls. Every operation costs O(log queue) or O(instances of the component); the
 snapshot costs O(instances + active sessions), never O(futures).
+
+Per-session records (metrics, affinity) of idle sessions are kept for the
+``session_cap`` most recently active sessions; older idle ones are forgotten,
+so memory stays bounded however many sessions a long-lived process serves.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +41,7 @@ class Call:
     """One call as the controllers see it."""
 
     context: CallContext
-    target: Any  # what the worker runs
+    target: Any  # what runs
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: Any
@@ -49,6 +54,15 @@ class Call:
     extra: dict[str, Any] = field(default_factory=dict)
     queue: PriorityQueue | None = None  # where it waits, while it waits
     qseq: int = -1  # sequence number of its live heap entry (older entries are stale)
+    directives: Any = None  # the component's directives
+    inline: bool = False  # the caller runs the body itself once the call is admitted
+    gate: Any = None  # an inline call's caller waits on this until admission
+    workers: list[str] | None = None  # the call must run on one of these workers
+    key: str | None = None  # journal key, when the call is journaled
+    arg_hash: str = "*"
+    worker: str | None = None  # where it runs (worker calls)
+    timer: Any = None  # a pending retry
+    admitted: bool = False
 
 
 class PriorityQueue:
@@ -155,15 +169,18 @@ class ControlPlane:
     (for example as a Dask task) and must later call :meth:`complete`.
     """
 
-    def __init__(self, dispatch: Callable[[Call, LocalController], None], *, seed: int = 0) -> None:
+    def __init__(self, dispatch: Callable[[Call, LocalController], None], *, seed: int = 0,
+                 fail: Callable[[Call, BaseException], None] | None = None, session_cap: int = 10_000) -> None:
         self._dispatch = dispatch
+        self._fail = fail
         self._lock = threading.RLock()
         self._seq = itertools.count()
         self._rng = random.Random(seed)
         self._components: dict[str, _Component] = {}
         self.instances: dict[str, LocalController] = {}
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
-        self._sessions: dict[str, SessionStats] = {}
+        self._sessions: OrderedDict[str, SessionStats] = OrderedDict()
+        self.session_cap = session_cap
         self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
         self._queued: dict[str, dict[int, Call]] = {}  # session -> its queued calls
         # The policy's admission-time choice of instance (local enforcement), if any.
@@ -225,6 +242,9 @@ class ControlPlane:
         return ctl
 
     def ensure_component(self, component: str, capacity: int | None = None) -> None:
+        """Declare ``component`` with one instance unless it exists."""
+        if component in self._components:  # the common case needs no lock
+            return
         with self._lock:
             if component not in self._components:
                 self.add_component(component, 1, capacity)
@@ -236,8 +256,8 @@ class ControlPlane:
     def enqueue(self, call: Call) -> None:
         """Queue a call whose inputs exist, then admit what fits."""
         ctx = call.context
+        self.ensure_component(ctx.component)
         with self._lock:
-            self.ensure_component(ctx.component)
             comp = self._components[ctx.component]
             call.enqueued_at = time.monotonic()
             sess = self._session(ctx.session)
@@ -260,7 +280,61 @@ class ControlPlane:
         s = self._sessions.get(session)
         if s is None:
             s = self._sessions[session] = SessionStats(session)
+            if len(self._sessions) > self.session_cap:
+                self._evict()
         return s
+
+    def _evict(self) -> None:
+        """Forget the least recently active idle sessions beyond the cap (caller holds the lock)."""
+        excess = len(self._sessions) - self.session_cap
+        for name in list(self._sessions):
+            if excess <= 0:
+                break
+            if name in self._active:
+                continue
+            self._drop_session(name)
+            excess -= 1
+
+    def _drop_session(self, session: str) -> None:
+        sess = self._sessions.pop(session, None)
+        if sess is not None:
+            for component in list(sess.location):
+                self._routes.pop((session, component), None)
+        self._active.pop(session, None)
+        self._queued.pop(session, None)
+
+    def forget_session(self, session: str) -> None:
+        """Forget an idle session's metrics and affinity (its queued calls, if any, stay)."""
+        with self._lock:
+            if session not in self._active:
+                self._drop_session(session)
+
+    def is_active(self, session: str) -> bool:
+        """Whether ``session`` has calls queued or in flight."""
+        with self._lock:
+            return session in self._active
+
+    def sessions_known(self) -> int:
+        """Sessions with records here (active and recently active)."""
+        with self._lock:
+            return len(self._sessions)
+
+    def cancel(self, call: Call) -> bool:
+        """Take a queued call out of its queue; False if it is not queued (admitted, or never queued)."""
+        with self._lock:
+            queue = call.queue
+            if queue is None:
+                return False
+            queue.remove(call)
+            ctx = call.context
+            self._queued.get(ctx.session, {}).pop(id(call), None)
+            sess = self._sessions.get(ctx.session)
+            if sess is not None:
+                sess.queued -= 1
+                if not sess.queued and not sess.in_flight:
+                    self._active.pop(sess.session, None)
+                    self._queued.pop(sess.session, None)
+            return True
 
     def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
         if self.chooser is not None:
@@ -312,6 +386,7 @@ class ControlPlane:
                 ctx = call.context
                 ctl.in_flight += 1
                 call.admitted_at = time.monotonic()
+                call.admitted = True
                 call.instance = ctx.executor = ctl.instance
                 self._queued.get(ctx.session, {}).pop(id(call), None)
                 sess = self._session(ctx.session)
@@ -325,8 +400,11 @@ class ControlPlane:
                 self._dispatch(call, ctl)
             except Exception as exc:  # the dispatcher could not even start the call
                 logger.exception("dispatch of call %s failed", ctx.call_id)
-                call.future._finish("error", exception=exc)
-                self.complete(call)
+                if self._fail is not None:
+                    self._fail(call, exc)
+                else:
+                    call.future._finish("error", exception=exc)
+                    self.complete(call)
 
     def complete(self, call: Call) -> None:
         """Record a finished call and admit the next one on its component."""
@@ -345,6 +423,7 @@ class ControlPlane:
             if not sess.queued and not sess.in_flight:
                 self._active.pop(sess.session, None)
                 self._queued.pop(sess.session, None)
+                self._sessions.move_to_end(sess.session)
         self._admit(ctl.component)
 
     # -- decisions ---------------------------------------------------------

@@ -1,8 +1,14 @@
-"""The global controller: a periodic tick that runs the active policy.
+"""The global controller: one periodic tick per Runtime.
 
-Each tick builds an aggregated snapshot from the local controllers, asks the
-policy for decisions and pushes them. A policy that raises is logged and skipped
-for that tick; serving continues on the last good decisions.
+Each tick builds an aggregated snapshot from the local controllers. With a
+policy of its own, the controller asks it for decisions and pushes them; when
+the cluster's drivers share one global controller (see
+:mod:`nalar_plugin.scheduler.shared`), the tick reports the snapshot instead and
+the decisions arrive from the scheduler, to be pushed with the same
+:meth:`GlobalController.apply`. A policy that raises is logged and skipped for
+that tick; serving continues on the last good decisions. Work that belongs to
+the same period (refreshing the view of the cluster's workers) runs as
+``every`` callbacks of the same loop.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .controller import ControlPlane
@@ -29,7 +36,10 @@ class GlobalController:
         self.policy = policy
         self.interval = interval
         self.plugins = plugins
+        self.report: Callable[[Any], None] | None = None  # set when a shared controller decides
+        self._every: list[tuple[float, Callable[[], None], list[float]]] = []
         self.ticks = 0
+        self.applied = 0  # decisions pushed, whoever made them
         self.failures = 0
         self.tick_ms: deque[float] = deque(maxlen=4096)
         self.futures_max = 0
@@ -47,16 +57,35 @@ class GlobalController:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def every(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Also run ``fn`` from the tick loop, at most every ``seconds``."""
+        self._every.append((seconds, fn, [time.monotonic()]))
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # the loop must survive anything a tick meets
+                logger.exception("global controller tick %d failed", self.ticks)
+            now = time.monotonic()
+            for seconds, fn, last in self._every:
+                if now - last[0] >= seconds:
+                    last[0] = now
+                    try:
+                        fn()
+                    except Exception:
+                        logger.exception("periodic task %r of the global controller failed", fn)
 
     def tick(self) -> list[Decision]:
-        """Run one tick now; return the decisions pushed."""
+        """Run one tick now; return the decisions pushed (none when a shared controller decides)."""
         t0 = time.perf_counter()
         self.ticks += 1
         snap = self.plane.snapshot(self.ticks)
         self.futures_max = max(self.futures_max, snap.futures)
+        if self.report is not None:
+            self.report(snap)
+            self.tick_ms.append((time.perf_counter() - t0) * 1000)
+            return []
         try:
             decisions = list(self.policy.decide(snap) or [])
         except Exception:
@@ -75,6 +104,7 @@ class GlobalController:
 
     def apply(self, d: Decision) -> None:
         """Push one decision to the local controllers (or the provisioner)."""
+        self.applied += 1
         p = self.plane
         if isinstance(d, Route):
             p.route(d.session, d.component, d.instance)

@@ -18,11 +18,13 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado.ioloop import PeriodicCallback
 
+from ..plugins import PluginManager
 from . import decisions as D
-from .controller import ControlPlane
+from .global_controller import GlobalController
 
-__all__ = ["DECISION_TOPIC", "ReportingController", "SchedulerGlobalController"]
+__all__ = ["DECISION_TOPIC", "SchedulerGlobalController", "SharedDecisions", "snapshot_to_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +74,6 @@ class SchedulerGlobalController(SchedulerPlugin):
         self.stale_after = stale_after
 
     async def start(self, scheduler: Any) -> None:
-        from tornado.ioloop import PeriodicCallback
-
-        from ..plugins import PluginManager
-
         self.scheduler = scheduler
         self.policy = PluginManager().policy(self.policy_name)
         self.reports: dict[str, dict[str, Any]] = {}
@@ -184,48 +182,36 @@ def _localise(d: D.Decision) -> list[tuple[str, D.Decision]]:
     return []
 
 
-class ReportingController:
-    """The driver's side of a shared global controller: report every tick, apply pushed decisions.
+class SharedDecisions:
+    """A driver's link to the shared global controller: reports snapshots, applies its decisions.
 
-    It offers the same ``stats()``/``stop()`` as the in-process controller and
-    applies decisions with the same code.
+    Attached to the driver's :class:`GlobalController`, whose one tick loop
+    then reports instead of deciding; decisions pushed by the scheduler are
+    applied with the same :meth:`GlobalController.apply`.
+
+    Args:
+        controller: The driver's global controller.
+        client: The Dask client.
+        driver: The driver's token.
+        policy: The policy the scheduler runs.
     """
 
-    def __init__(self, plane: ControlPlane, client: Any, driver: str, local: Any, *, interval: float, policy: str) -> None:
-        self.plane = plane
+    def __init__(self, controller: GlobalController, client: Any, driver: str, *, policy: str) -> None:
+        self.controller = controller
         self.client = client
         self.driver = driver
-        self.local = local  # an in-process GlobalController used to apply decisions
-        self.interval = interval
         self.applied = 0
         self.reports = 0
-        self._stop = threading.Event()
-        client.register_plugin(SchedulerGlobalController(policy, interval))
+        client.register_plugin(SchedulerGlobalController(policy, controller.interval))
         client.subscribe_topic(DECISION_TOPIC, self._on_decisions)
-        self._thread = threading.Thread(target=self._loop, name="nalar-reporting-controller", daemon=True)
-        self._thread.start()
+        controller.report = self._report
 
-    @property
-    def policy(self) -> Any:
-        return self.local.policy
-
-    @policy.setter
-    def policy(self, value: Any) -> None:
-        self.local.policy = value
-
-    @property
-    def failures(self) -> int:
-        return int(self.local.failures)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                snap = snapshot_to_dict(self.plane.snapshot())
-                self.client.sync(self.client.scheduler.nalar_report, driver=self.driver, snapshot=snap)
-                self.reports += 1
-            except Exception:
-                if not self._stop.is_set():
-                    logger.warning("could not report to the shared global controller", exc_info=True)
+    def _report(self, snap: D.Snapshot) -> None:
+        try:
+            self.client.sync(self.client.scheduler.nalar_report, driver=self.driver, snapshot=snapshot_to_dict(snap))
+            self.reports += 1
+        except Exception:
+            logger.warning("could not report to the shared global controller", exc_info=True)
 
     def _on_decisions(self, event: Any) -> None:
         _, msg = event
@@ -233,34 +219,24 @@ class ReportingController:
             return
         for data in msg.get("decisions", []):
             try:
-                self.local.apply(decision_from_dict(data))
+                self.controller.apply(decision_from_dict(data))
                 self.applied += 1
             except Exception:
                 logger.exception("decision %r from the shared global controller failed", data)
-
-    def tick(self) -> list[D.Decision]:
-        """Run the policy locally once (for tests and benchmarks)."""
-        return self.local.tick()  # type: ignore[no-any-return]
-
-    def start(self) -> None:
-        """Already running (kept for the controller interface)."""
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def view(self) -> dict[str, Any]:
         """The merged view of every driver's instances, from the scheduler."""
         return self.client.sync(self.client.scheduler.nalar_view)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
+        """The shared controller's tick figures."""
         view = self.view()
         return {
             "ticks": view["ticks"],
             "tick_ms_p50": None,
             "tick_ms_max": view["tick_ms_max"],
             "futures_max": view["futures"],
-            "policy_failures": self.failures,
+            "policy_failures": self.controller.failures,
             "decisions_applied": self.applied,
             "shared": True,
         }

@@ -10,10 +10,9 @@ prefix, so all of them can share one directory::
     DiskcacheNodeCache nodecache:  LangGraph node cache (CachePolicy)
     DiskcacheKVStore  kv:          LangChain byte store
     DiskcacheLLMCache llmcache:    LangChain LLM cache
-    Journal           journal*:    the call journal: results, claims, per-session index
+    Journal           journal*:    the call journal: results and a per-session index
     managed_dict/list managed:     session-scoped managed state
-    StatePlugin       runtime:     serves the journal and managed state to workers from
-                                   the scheduler; a live Runtime's key proves the directory
+    StateService      runtime.lock a Runtime's ownership of the directory (a file, not a key)
 
 Example::
 
@@ -29,13 +28,13 @@ from __future__ import annotations
 
 from nalar_plugin.state.checkpoint import DiskcacheSaver
 from nalar_plugin.state.graph_store import DiskcacheStore
-from nalar_plugin.state.journal import Journal, JournalRecord
+from nalar_plugin.state.journal import GcReport, Journal, JournalRecord, Retention
 from nalar_plugin.state.kv import DiskcacheKVStore
 from nalar_plugin.state.llm_cache import DiskcacheLLMCache
 from nalar_plugin.state.managed import ManagedDict, ManagedList, managed_dict, managed_list
 from nalar_plugin.state.node_cache import DiskcacheNodeCache
-from nalar_plugin.state.plugin import StatePlugin
 from nalar_plugin.state.retry import RetryPolicy
+from nalar_plugin.state.service import StateService
 from nalar_plugin.state.serde import SerdeProtocol, default_serde
 from nalar_plugin.state.store import Store
 
@@ -45,13 +44,15 @@ __all__ = [
     "DiskcacheNodeCache",
     "DiskcacheSaver",
     "DiskcacheStore",
+    "GcReport",
     "Journal",
     "JournalRecord",
     "ManagedDict",
     "ManagedList",
+    "Retention",
     "RetryPolicy",
     "SerdeProtocol",
-    "StatePlugin",
+    "StateService",
     "Store",
     "default_serde",
     "managed_dict",

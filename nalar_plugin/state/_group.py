@@ -1,10 +1,12 @@
-"""Group commit: many threads' small write transactions, run as one.
+"""Group commit: many callers' small write transactions, run as one.
 
-Every journaled call makes two write transactions (its claim, its commit). Run
-one by one, thousands of concurrent calls queue on SQLite's write lock and pay
-one commit each. Here callers queue their work instead; one writer thread runs
-everything queued so far in a single store transaction and hands each caller
-its own result or its own exception.
+Every journaled call commits once. Run one by one, thousands of concurrent
+calls would queue on SQLite's write lock and pay one transaction each. Here
+callers queue their work instead; one writer thread runs everything queued so
+far in a single store transaction and hands each caller its own result or its
+own exception: by return (:meth:`GroupWriter.run`, for threads) or by a
+callback on the writer thread (:meth:`GroupWriter.submit`, which never blocks,
+so an event loop can wait for its commit without stopping).
 
 A unit of work must not write anything before it can fail on its own account
 (it reads and checks first, then writes), so one caller's error never leaves
@@ -15,18 +17,36 @@ then exist.
 
 from __future__ import annotations
 
-import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from nalar_plugin.errors import StateError
 from nalar_plugin.state.store import Store
 
 __all__ = ["GroupWriter"]
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 _IDLE_S: Final = 5.0  # the writer thread leaves after this long without work
+
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self, value: Any, error: BaseException | None) -> None:
+        self.value, self.error = value, error
+        self.event.set()
 
 
 class GroupWriter:
@@ -42,8 +62,26 @@ class GroupWriter:
         self._store = store
         self._lock = lock
         self._cond = threading.Condition()
-        self._queue: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
+        self._queue: list[tuple[Callable[[], Any], Done]] = []
         self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0
+        self.units = 0
+
+    def submit(self, work: Callable[[], Any], done: Done) -> None:
+        """Queue ``work``; ``done(result, error)`` runs on the writer thread once it is committed."""
+        with self._cond:
+            if self._closed:
+                closed = StateError("the journal is closed; nothing of this call was written")
+            else:
+                closed = None
+                self._queue.append((work, done))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="nalar-journal-writer", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        if closed is not None:
+            done(None, closed)
 
     def run(self, work: Callable[[], T]) -> T:
         """Run ``work`` inside a store transaction shared with other callers; return its result.
@@ -51,19 +89,26 @@ class GroupWriter:
         Raises:
             Exception: Whatever ``work`` raised, or the store's error.
         """
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        waiter = _Waiter()
+        self.submit(work, waiter)
+        waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value  # type: ignore[no-any-return]
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then refuse new work."""
         with self._cond:
-            self._queue.append((work, future))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="nalar-journal-writer", daemon=True)
-                self._thread.start()
+            self._closed = True
+            thread = self._thread
             self._cond.notify()
-        return future.result()  # type: ignore[no-any-return]
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._queue:
+                if not self._queue and not self._closed:
                     self._cond.wait(_IDLE_S)
                 if not self._queue:
                     self._thread = None
@@ -71,21 +116,21 @@ class GroupWriter:
                 batch, self._queue = self._queue, []
             self._run(batch)
 
-    def _run(self, batch: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]) -> None:
-        outcomes: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
+    def _run(self, batch: list[tuple[Callable[[], Any], Done]]) -> None:
+        outcomes: list[tuple[Done, Any, BaseException | None]] = []
         try:
             with self._lock, self._store.transact():
-                for work, future in batch:
+                for work, done in batch:
                     try:
-                        outcomes.append((future, work(), None))
+                        outcomes.append((done, work(), None))
                     except Exception as exc:  # this caller's own failure; the others go on
-                        outcomes.append((future, None, exc))
+                        outcomes.append((done, None, exc))
         except BaseException as exc:  # the transaction failed: nothing of the batch was written
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        for future, value, error in outcomes:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+            outcomes = [(done, None, exc) for _, done in batch]
+        self.batches += 1
+        self.units += len(batch)
+        for done, value, error in outcomes:
+            try:
+                done(value, error)
+            except Exception:
+                logger.exception("a journal commit callback failed")

@@ -2,22 +2,24 @@
 
 Layout::
 
-    journal:{idempotency key}:{argument hash}          the record (msgpack)
-    journal-session:{session}:{idempotency key}:{argument hash}   empty; an index
-    journal-claim:{idempotency key}:{argument hash}    who runs the call now (msgpack)
+    journal:{idempotency key}:{argument hash}                      the record (msgpack)
+    journal-session:{session}:{idempotency key}:{argument hash}    empty; an index
 
 A call's staged managed-state writes and its journal record are written in one
 store transaction (:meth:`Journal.commit`), so either both exist or neither
 does. A call that finds its record does not run again: it returns the recorded
-result.
+result. Commits of many calls share one transaction (group commit): callers
+queue their commits and one writer thread applies everything queued so far at
+once, so the hot path never waits on one transaction per call, and
+:meth:`Journal.commit_async` lets an event loop wait for its commit without
+blocking.
 
-Before its body runs, an execution *claims* the call (:meth:`Journal.begin`).
-A second execution of the same call that finds a claim whose holder is alive
-waits for that holder to commit (and then returns its result) or to give up,
-instead of running the body beside it. That happens when a retry races an
-execution that was thought lost (its parent's worker died, not its own), and
-when one keyed call is made twice at once. A claim whose holder died (its
-worker left the cluster, its driver process ended) is taken over.
+Claims keep two live executions of one call from running its body side by
+side. They live in memory (:class:`Claims`): one Runtime owns a state directory
+at a time (it holds the directory's lock), every call of that Runtime is made
+and committed in its process, so the process that could hold a claim is the
+one that checks it, and a claim dies with the process that held it — exactly
+when it must be taken over.
 
 The argument hash guards the key. A call whose key is in the journal under
 *another* argument hash is a different call that happens to share the key (a
@@ -26,6 +28,9 @@ arguments on its retry): it runs afresh and is journaled beside the first
 record. A key therefore never returns a result computed from other arguments,
 and a committed (key, arguments) pair never runs twice. Arguments the serde
 cannot encode hash to ``"*"``: the key alone identifies the call.
+
+Retention (:class:`Retention`): records may expire after ``max_age`` seconds,
+and :meth:`Journal.gc` forgets the oldest idle sessions beyond ``max_sessions``.
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import math
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
+
+import ormsgpack
 
 from nalar_plugin.errors import SerializationError, StateError
 from nalar_plugin.state._encoding import join_key, loads_value, pack, unescape, unpack
@@ -54,20 +59,11 @@ from nalar_plugin.state._ops import (
 )
 from nalar_plugin.state.store import Store
 
-__all__ = ["DONE", "RUN", "UNGUARDED", "WAIT", "Journal", "JournalRecord", "arg_hash"]
+__all__ = ["UNGUARDED", "Claims", "GcReport", "Journal", "JournalRecord", "Retention", "arg_hash"]
 
 _PREFIX: Final = "journal:"
 _SESSION_PREFIX: Final = "journal-session:"
-_CLAIM_PREFIX: Final = "journal-claim:"
 _RECORD_VERSION: Final = 1
-# A claim outlives any sane call; the expiry only sweeps claims of dead processes.
-_CLAIM_TTL: Final = 7 * 86400.0
-DONE: Final = "done"
-""":meth:`Journal.begin`: the call committed; return its record's result."""
-RUN: Final = "run"
-""":meth:`Journal.begin`: the caller holds the claim; run the body."""
-WAIT: Final = "wait"
-""":meth:`Journal.begin`: a live execution holds the claim; ask again later."""
 UNGUARDED: Final = "*"
 """The argument hash of a call whose arguments the serde cannot encode."""
 
@@ -99,14 +95,58 @@ class JournalRecord(NamedTuple):
         """Decode the recorded result with ``serde``."""
         return loads_value(serde, self.result_type, self.result, what=f"the journaled result of {self.key!r}")
 
-    def to_wire(self) -> list[Any]:
-        """Plain fields, for a Dask rpc reply."""
-        return list(self)
 
-    @classmethod
-    def from_wire(cls, fields: list[Any]) -> JournalRecord:
-        """Undo :meth:`to_wire`."""
-        return cls(*fields)
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How long the journal keeps what it committed.
+
+    Attributes:
+        max_age: Seconds a record lives after its commit (``None``: for ever).
+        max_sessions: Sessions kept; :meth:`Journal.gc` forgets the oldest idle
+            ones beyond this, journal and managed state (``None``: no bound).
+    """
+
+    max_age: float | None = None
+    max_sessions: int | None = None
+
+
+class GcReport(NamedTuple):
+    """What :meth:`Journal.gc` removed.
+
+    Attributes:
+        sessions: Sessions forgotten by the count rule.
+        keys: Keys deleted in all (records, index entries, managed state, expired rows).
+    """
+
+    sessions: int
+    keys: int
+
+
+class Claims:
+    """Which live execution runs each journaled call now (in memory; see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], Any] = {}
+
+    def take(self, key: str, arg_hash: str, holder: Any) -> Any:
+        """Claim the call for ``holder``; return ``None``, or the other live holder that has it."""
+        with self._lock:
+            current = self._held.get((key, arg_hash))
+            if current is not None and current is not holder:
+                return current
+            self._held[(key, arg_hash)] = holder
+            return None
+
+    def release(self, key: str, arg_hash: str, holder: Any) -> None:
+        """Drop ``holder``'s claim (it committed or gave up); another holder's stays."""
+        with self._lock:
+            if self._held.get((key, arg_hash)) is holder:
+                del self._held[(key, arg_hash)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
 
 
 def _record_key(key: str, hash_: str) -> str:
@@ -117,24 +157,23 @@ def _index_key(session: str, key: str, hash_: str) -> str:
     return join_key(_SESSION_PREFIX, session, key, hash_)
 
 
-def _claim_key(key: str, hash_: str) -> str:
-    return join_key(_CLAIM_PREFIX, key, hash_)
-
-
 class Journal:
     """The journal and the managed state of every session, in one :class:`Store`.
 
     Args:
         store: The open store; the journal does not close it.
+        retention: How long records live (default: for ever).
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, retention: Retention | None = None) -> None:
         self._store = store
+        self.retention = retention or Retention()
         # SQLite makes writers of one process wait for each other by sleeping
         # and polling; a lock hands the write transaction over at once instead,
-        # and claims and commits of concurrent calls share transactions.
+        # and commits of concurrent calls share transactions.
         self._write_lock = threading.Lock()
         self._group = GroupWriter(store, self._write_lock)
+        self.claims = Claims()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -150,6 +189,14 @@ class Journal:
     def serde(self) -> Any:
         """The store's serde, used for results and managed values."""
         return self._store.serde
+
+    def close(self) -> None:
+        """Wait for queued commits to be written; later commits fail."""
+        self._group.close()
+
+    def run_async(self, work: Callable[[], Any], done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run ``work`` (reads and checks) on the writer thread, in its next transaction; then ``done``."""
+        self._group.submit(work, done)
 
     # -- the journal ---------------------------------------------------------
     def lookup(self, key: str, arg_hash: str) -> JournalRecord | None:
@@ -167,46 +214,6 @@ class Journal:
         del version  # one version so far; a newer one is refused by the directory marker
         return JournalRecord(key, arg_hash, session, call_id, int(attempt), float(committed_at), type_, bytes(payload))
 
-    def begin(self, key: str, arg_hash: str, owner: str, alive: Callable[[str], bool]) -> tuple[str, JournalRecord | None]:
-        """Look the call up and, if it has not committed, claim it for ``owner``.
-
-        Args:
-            key: The idempotency key.
-            arg_hash: The argument hash.
-            owner: Who asks (unique per execution; see the access classes).
-            alive: Whether the holder of an existing claim still runs.
-
-        Returns:
-            ``(DONE, record)``, ``(RUN, None)`` or ``(WAIT, None)``.
-
-        Raises:
-            StateError: The store failed.
-        """
-        return self._group.run(lambda: self._begin(key, arg_hash, owner, alive))
-
-    def _begin(self, key: str, arg_hash: str, owner: str, alive: Callable[[str], bool]) -> tuple[str, JournalRecord | None]:
-        found = self.lookup(key, arg_hash)
-        if found is not None:
-            return DONE, found
-        ck = _claim_key(key, arg_hash)
-        held = self._store.get_bytes(ck)
-        if held is not None:
-            holder = str(unpack(held, key=ck, length=2)[0])
-            if holder != owner and alive(holder):
-                return WAIT, None
-        self._store.set_bytes(ck, pack([owner, time.time()]), expire=_CLAIM_TTL)
-        return RUN, None
-
-    def release(self, key: str, arg_hash: str, owner: str) -> None:
-        """Drop ``owner``'s claim on a call that will not commit (its body raised)."""
-        self._group.run(lambda: self._release(key, arg_hash, owner))
-
-    def _release(self, key: str, arg_hash: str, owner: str) -> None:
-        ck = _claim_key(key, arg_hash)
-        held = self._store.get_bytes(ck)
-        if held is not None and unpack(held, key=ck, length=2)[0] == owner:
-            self._store.delete(ck)
-
     def commit(
         self,
         *,
@@ -218,7 +225,7 @@ class Journal:
         result: tuple[str, bytes] | None,
         ops: bytes | None,
     ) -> tuple[JournalRecord | None, bool]:
-        """Apply a call's staged writes and record its result, atomically.
+        """Apply a call's staged writes and record its result, atomically; wait for it.
 
         If another execution of the same call committed first, nothing is
         written and that execution's record is returned: the caller must then
@@ -244,6 +251,20 @@ class Journal:
         staged = decode_ops(ops) if ops else []
         return self._group.run(lambda: self._commit(key, arg_hash, session, call_id, attempt, result, staged))
 
+    def commit_async(self, done: Callable[[Any, BaseException | None], None], **request: Any) -> None:
+        """Queue :meth:`commit` and return at once; ``done(outcome, error)`` runs on the writer thread.
+
+        ``outcome`` is what :meth:`commit` returns; ``error`` is the exception
+        it would raise (then nothing of the call was written).
+        """
+        ops = request.pop("ops", None)
+        try:
+            staged = decode_ops(ops) if ops else []
+        except Exception as exc:
+            done(None, exc)
+            return
+        self._group.submit(lambda: self._commit(staged=staged, **request), done)
+
     def _commit(self, key: str | None, arg_hash: str, session: str, call_id: str, attempt: int,
                 result: tuple[str, bytes] | None, staged: list[Any]) -> tuple[JournalRecord | None, bool]:
         if key is not None:
@@ -253,14 +274,13 @@ class Journal:
         self._apply(staged)
         if key is None:
             return None, True
-        self._store.delete(_claim_key(key, arg_hash))
         type_, payload = result if result is not None else ("null", b"")
         record = JournalRecord(key, arg_hash, session, call_id, attempt, time.time(), type_, payload)
-        self._store.set_bytes(
-            _record_key(key, arg_hash),
-            pack([_RECORD_VERSION, session, call_id, attempt, record.committed_at, type_, payload]),
-        )
-        self._store.set_bytes(_index_key(session, key, arg_hash), b"")
+        self._store.put_many([
+            (_record_key(key, arg_hash), pack([_RECORD_VERSION, session, call_id, attempt, record.committed_at,
+                                               type_, payload])),
+            (_index_key(session, key, arg_hash), b""),
+        ], expire=self.retention.max_age)
         return record, True
 
     def records(self, session: str) -> list[JournalRecord]:
@@ -282,13 +302,56 @@ class Journal:
         Returns:
             The number of keys deleted.
         """
-        deleted = 0
         with self._writing():
-            for key, hash_ in list(self._index(session)):
-                deleted += self._store.delete(_record_key(key, hash_))
-                deleted += self._store.delete(_index_key(session, key, hash_))
-            deleted += self._store.delete_prefix(join_key(MANAGED_PREFIX, session) + ":")
+            return self._forget(session)
+
+    def _forget(self, session: str) -> int:
+        deleted = 0
+        for key, hash_ in list(self._index(session)):
+            deleted += self._store.delete(_record_key(key, hash_))
+            deleted += self._store.delete(_index_key(session, key, hash_))
+        deleted += self._store.delete_prefix(join_key(MANAGED_PREFIX, session) + ":")
         return deleted
+
+    def sessions(self) -> dict[str, float]:
+        """Every session with records: its latest commit time."""
+        latest: dict[str, float] = {}
+        base = _SESSION_PREFIX
+        for k in self._store.keys(base):
+            session, key, hash_ = k[len(base):].split(":")
+            rec = self.lookup(unescape(key), unescape(hash_))
+            if rec is not None:
+                s = unescape(session)
+                latest[s] = max(latest.get(s, 0.0), rec.committed_at)
+        return latest
+
+    def gc(self, *, active: Callable[[str], bool] = lambda s: False) -> GcReport:
+        """Apply the retention rules now: drop expired rows, then the oldest idle sessions beyond the count.
+
+        Args:
+            active: Whether a session still has calls in flight; those are kept.
+
+        Returns:
+            What was removed.
+        """
+        removed = 0
+        with self._write_lock:
+            removed += self._store.expire()
+        limit = self.retention.max_sessions
+        if limit is None:
+            return GcReport(0, removed)
+        by_age = sorted(self.sessions().items(), key=lambda kv: kv[1])
+        excess = len(by_age) - limit
+        forgotten = 0
+        for session, _ in by_age:
+            if forgotten >= excess:
+                break
+            if active(session):
+                continue
+            with self._writing():
+                removed += self._forget(session)
+            forgotten += 1
+        return GcReport(forgotten, removed)
 
     def _index(self, session: str) -> Iterator[tuple[str, str]]:
         base = join_key(_SESSION_PREFIX, session) + ":"
@@ -300,6 +363,8 @@ class Journal:
     def read_managed(self, session: str, name: str) -> bytes | None:
         """Return the record bytes of one managed container, if it exists."""
         return self._store.get_bytes(managed_key(session, name))
+
+    read = read_managed  # the access a running call's managed-state scope reads through
 
     def load_managed(self, session: str, name: str, kind: str) -> Any:
         """Return one managed container (empty if it does not exist).
@@ -356,7 +421,9 @@ def arg_hash(serde: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     iteration order, tuples like lists (the serde returns tuples as lists),
     and dataclasses and pydantic models like the dict of their fields (what a
     replayed value of a class outside the serde's allowlist comes back as).
-    Other objects hash by their serialised form.
+    Other objects hash by their serialised form. Everything is first brought to
+    plain data, then hashed as its canonical msgpack form (plain data, the
+    common case, goes straight to msgpack, in C).
 
     Args:
         serde: The store's serde, for objects that are not plain data.
@@ -366,54 +433,54 @@ def arg_hash(serde: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     Returns:
         A hex digest, or :data:`UNGUARDED` when the serde cannot encode an argument.
     """
-    h = hashlib.sha256()
+    data = [args, kwargs]
     try:
-        _canon(serde, [list(args), dict(kwargs)], h)
-    except (SerializationError, TypeError, ValueError, RecursionError):
-        return UNGUARDED
-    return h.hexdigest()
-
-
-def _canon(serde: Any, obj: Any, h: Any) -> None:
-    if obj is None or isinstance(obj, bool):
-        h.update(b"N" if obj is None else (b"T" if obj else b"F"))
-    elif isinstance(obj, int):
-        s = str(obj).encode()
-        h.update(b"I" + struct.pack(">I", len(s)) + s)
-    elif isinstance(obj, float):
-        h.update(b"D" + (b"nan" if math.isnan(obj) else float.hex(obj).encode()) + b";")
-    elif isinstance(obj, str):
-        s = obj.encode("utf-8", "surrogatepass")
-        h.update(b"S" + struct.pack(">Q", len(s)) + s)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        b = bytes(obj)
-        h.update(b"B" + struct.pack(">Q", len(b)) + b)
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"L" + struct.pack(">Q", len(obj)))
-        for x in obj:
-            _canon(serde, x, h)
-    elif isinstance(obj, dict):
-        items = sorted(((_digest(serde, k), v) for k, v in obj.items()), key=lambda kv: kv[0])
-        h.update(b"M" + struct.pack(">Q", len(items)))
-        for kd, v in items:
-            h.update(kd)
-            _canon(serde, v, h)
-    elif isinstance(obj, (set, frozenset)):
-        digests = sorted(_digest(serde, x) for x in obj)
-        h.update(b"E" + struct.pack(">Q", len(digests)) + b"".join(digests))
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        _canon(serde, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, h)
-    elif callable(getattr(obj, "model_dump", None)) and not isinstance(obj, type):
-        _canon(serde, obj.model_dump(), h)
-    else:
+        packed = ormsgpack.packb(data, option=_PLAIN)
+    except (TypeError, ValueError, ormsgpack.MsgpackEncodeError):
         try:
-            type_, payload = serde.dumps_typed(obj)
-        except Exception as exc:
-            raise SerializationError(str(exc)) from exc
-        h.update(b"O" + str(type_).encode() + b";" + struct.pack(">Q", len(payload)) + bytes(payload))
+            packed = ormsgpack.packb(_plain(serde, data, 0), option=_PLAIN)
+        except (SerializationError, TypeError, ValueError, RecursionError, ormsgpack.MsgpackEncodeError):
+            return UNGUARDED
+    return hashlib.sha256(b"P" + packed).hexdigest()
 
 
-def _digest(serde: Any, obj: Any) -> bytes:
-    sub = hashlib.sha256()
-    _canon(serde, obj, sub)
-    return sub.digest()
+_PLAIN: Final = (
+    ormsgpack.OPT_SORT_KEYS | ormsgpack.OPT_PASSTHROUGH_DATACLASS | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM | ormsgpack.OPT_PASSTHROUGH_UUID | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_BIG_INT
+)
+
+
+def _plain(serde: Any, obj: Any, depth: int) -> Any:
+    """``obj`` as plain data with the equalities of :func:`arg_hash`."""
+    if depth > 200:
+        raise RecursionError("arguments nested too deep to hash")
+    kind = type(obj)
+    if obj is None or kind in (bool, str, float, bytes):
+        return obj
+    if kind is int:
+        return obj if -(2**63) <= obj < 2**64 else ["__int__", str(obj)]
+    if isinstance(obj, (list, tuple)) and kind in (list, tuple):
+        return [_plain(serde, x, depth + 1) for x in obj]
+    if kind is dict:
+        if all(type(k) is str for k in obj):
+            return {k: _plain(serde, v, depth + 1) for k, v in obj.items()}
+        items = sorted((_digest(serde, k, depth), _plain(serde, v, depth + 1)) for k, v in obj.items())
+        return ["__map__", [list(i) for i in items]]
+    if kind in (set, frozenset):
+        return ["__set__", sorted(_digest(serde, x, depth) for x in obj)]
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(serde, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, depth + 1)
+    if callable(getattr(obj, "model_dump", None)) and not isinstance(obj, type):
+        return _plain(serde, obj.model_dump(), depth + 1)
+    try:
+        type_, payload = serde.dumps_typed(obj)
+    except Exception as exc:
+        raise SerializationError(str(exc)) from exc
+    return ["__obj__", str(type_), bytes(payload)]
+
+
+def _digest(serde: Any, obj: Any, depth: int) -> bytes:
+    return hashlib.sha256(ormsgpack.packb(_plain(serde, obj, depth + 1), option=_PLAIN)).digest()

@@ -40,6 +40,7 @@ from collections.abc import (
 )
 from typing import Any, Protocol, overload
 
+from nalar_plugin.context import active_runtime, current_session
 from nalar_plugin.errors import RuntimeStateError, StateError
 from nalar_plugin.state._ops import (
     DICT,
@@ -190,9 +191,6 @@ class _Handle:
         return self._name
 
     def _bind(self) -> tuple[_Binding, str]:
-        from nalar_plugin.context import current_session
-        from nalar_plugin.runtime import active_runtime
-
         scope = _scope_var.get()
         if scope is not None:
             return scope, self._session or scope.session

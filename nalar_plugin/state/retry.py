@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from nalar_plugin.errors import ConfigError
+from dask.utils import parse_timedelta
+
+from nalar_plugin.errors import ConfigError, WorkerLostError
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy", "is_worker_loss"]
 
@@ -51,8 +53,6 @@ class RetryPolicy:
         Raises:
             ConfigError: A value of the wrong kind.
         """
-        from dask.utils import parse_timedelta
-
         def seconds(key: str, default: str) -> float:
             raw = config.get(key, default)
             try:
@@ -86,15 +86,5 @@ DEFAULT_RETRY: Final = RetryPolicy()
 
 
 def is_worker_loss(exc: BaseException | None) -> bool:
-    """Whether a task failed because its worker died (not because its body raised).
-
-    Dask reports a task whose worker died as ``KilledWorker`` (nalar's scheduler
-    plugin sets ``allowed-failures`` to 0, so this happens at the first death).
-    """
-    if exc is None:
-        return False
-    try:
-        from distributed.scheduler import KilledWorker
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return False
-    return isinstance(exc, KilledWorker)
+    """Whether a call failed because its worker died (not because its body raised)."""
+    return isinstance(exc, WorkerLostError)

@@ -12,6 +12,14 @@ Endpoints (under ``/v1``):
 The ``model`` field selects the engine on a farm: an engine name, or a pool
 name (then the farm's :meth:`EngineFarm.pick` routes by prefix-cache locality
 and load). The session (prefix-cache key) is ``nalar.session`` or ``user``.
+When neither is given, the key is derived from the request's content, the way
+automatic prefix caching works in real engines (vLLM, SGLang): a hash of the
+leading system messages and the first user message. Requests that start with
+the same messages then share one key, so a request that returns to the engine
+that served an earlier one skips that prefill. The engine credits the whole
+previous request of a key (its prompt and output, up to this prompt's length),
+an upper bound on the shared prefix. ``EngineServer(content_prefix=False)``
+turns this off (no session, no caching).
 The extension object ``nalar`` may also fix ``prompt_tokens`` and
 ``output_tokens``; the reply carries the engine's :class:`Generation` under
 ``nalar`` and the usual ``usage`` (with ``prompt_tokens_details.cached_tokens``).
@@ -21,6 +29,7 @@ Only loopback addresses may be bound: this is a test fixture, not a service.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -31,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
 from nalar_plugin.errors import ConfigError, RuntimeStateError
 from nalar_plugin.testing.engine import SimulatedEngine
@@ -47,7 +56,7 @@ from nalar_plugin.testing.script import (
     scripted_response,
 )
 
-__all__ = ["EngineServer"]
+__all__ = ["EngineServer", "content_prefix_key"]
 
 _LOOPBACK = ("127.0.0.1", "localhost")
 _STREAM_PIECES = 8  # content chunks per streamed answer; enough to see pacing
@@ -107,6 +116,28 @@ def _token_arg(nalar: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def content_prefix_key(messages: list[BaseMessage]) -> str:
+    """The prefix-cache key of a request that names no session.
+
+    Args:
+        messages: The request's messages.
+
+    Returns:
+        ``"prefix-<hash>"`` of the leading system messages and the first user
+        message (of the first message if no user message leads).
+    """
+    lead: list[BaseMessage] = []
+    for message in messages:
+        lead.append(message)
+        if not isinstance(message, SystemMessage):
+            break
+    digest = hashlib.sha256()
+    for message in lead:
+        text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        digest.update(f"{message.type}\0{len(text)}\0{text}\0".encode())
+    return f"prefix-{digest.hexdigest()[:20]}"
+
+
 class _Server(ThreadingHTTPServer):
     """Threading server tuned for bursts of concurrent simulated requests."""
 
@@ -132,6 +163,8 @@ class EngineServer:
         script: Responses, in the forms of :mod:`nalar_plugin.testing.script`;
             None replies a fixed text.
         chars_per_token: Characters per token for estimates.
+        content_prefix: Derive the prefix-cache key from the leading messages
+            (:func:`content_prefix_key`) when a request names no session.
 
     Raises:
         ConfigError: If ``host`` is not a loopback address, or ``target`` /
@@ -146,6 +179,7 @@ class EngineServer:
         *,
         script: Script | None = None,
         chars_per_token: float = 4.0,
+        content_prefix: bool = True,
     ) -> None:
         if host not in _LOOPBACK:
             raise ConfigError(
@@ -161,6 +195,7 @@ class EngineServer:
         self.target = target
         self.script = script
         self.chars_per_token = chars_per_token
+        self.content_prefix = content_prefix
         self._host = host
         self._port = port
         self._ids = itertools.count(1)
@@ -295,6 +330,8 @@ class EngineServer:
             messages = messages_from_openai(body.get("messages"))
             session = nalar.get("session") or body.get("user")
             session = None if session is None else str(session)
+            if session is None and self.content_prefix:
+                session = content_prefix_key(messages)
             engine = self.route(body.get("model"), session)
             answer = scripted_response(self.script, messages)
         except ConfigError as exc:

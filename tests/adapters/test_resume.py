@@ -13,7 +13,6 @@ from langgraph.prebuilt import ToolNode
 from langgraph.types import Command
 
 from nalar_plugin import Runtime
-from nalar_plugin.errors import NalarError
 from nalar_plugin.state import DiskcacheSaver, Store
 
 from ._apps import approve, count, flaky, react_graph
@@ -74,11 +73,6 @@ def test_interrupt_inside_a_tool_body(rt: Runtime, model_for: Any, thread_id: st
     tools = [count, approve]
     app = react_graph(model_for([{"tool_calls": calls}, "shipped"]), tools, checkpointer=InMemorySaver())
     cfg = {"callbacks": [rt.callback()], "configurable": {"thread_id": thread_id}}
-    if rt.config["processes"]:
-        # LangGraph's resume state stays in the caller's process: a clear error says what to do.
-        with pytest.raises(NalarError, match=r"interrupt\(\) inside a tool body"):
-            app.invoke({"messages": [("user", "ship it")]}, cfg)
-        return
     first = app.invoke({"messages": [("user", "ship it")]}, cfg)
     assert first["__interrupt__"][0].value == {"action": "ship"}
     final = app.invoke(Command(resume="approved"), cfg)

@@ -19,7 +19,7 @@ DRIVER = textwrap.dedent(
     from tests._workflows import Replica
 
     address, name = sys.argv[1], sys.argv[2]
-    with nl.Runtime(address=address, policy="las", tick_interval=0.05) as rt:
+    with nl.Runtime(address=address, policy="las", tick_interval=0.05, state_dir=f".state-{name}") as rt:
         rt.deploy("llm", [Replica(f"{name}-a"), Replica(f"{name}-b")], capacity=1)
         futs = []
         with rt.session(f"{name}-s1"):

@@ -71,23 +71,36 @@ def test_concurrent_commits_of_one_call_have_one_winner(store: Store) -> None:
 
 def test_claims_let_one_live_execution_run(store: Store) -> None:
     journal = Journal(store)
-    live = {"a", "b"}
+    a, b, c = object(), object(), object()
+    assert journal.claims.take("k", "h", a) is None
+    assert journal.claims.take("k", "h", a) is None  # the holder asks again
+    assert journal.claims.take("k", "h", b) is a  # another live execution holds it
+    journal.claims.release("k", "h", b)  # not b's claim: nothing happens
+    assert journal.claims.take("k", "h", b) is a
+    journal.claims.release("k", "h", a)  # the holder committed or gave up
+    assert journal.claims.take("k", "h", c) is None
+    assert journal.claims.take("k", "other-hash", b) is None  # other arguments: another call
+    assert len(journal.claims) == 2
+    assert not list(store.keys("journal-claim:"))  # claims never touch the disk
 
-    def alive(holder: str) -> bool:
-        return holder in live
 
-    assert journal.begin("k", "h", "a", alive) == ("run", None)
-    assert journal.begin("k", "h", "a", alive) == ("run", None)  # the holder asks again
-    assert journal.begin("k", "h", "b", alive) == ("wait", None)
-    journal.release("k", "h", "b")  # not b's claim: nothing happens
-    assert journal.begin("k", "h", "b", alive) == ("wait", None)
-    live.discard("a")  # the holder died: its claim is taken over
-    assert journal.begin("k", "h", "b", alive) == ("run", None)
-    journal.release("k", "h", "b")
-    assert journal.begin("k", "h", "c", alive) == ("run", None)
-    rec, _ = _commit(journal, "k", "done")
-    assert journal.begin("k", "h", "d", alive) == ("done", rec)  # committed: replay, whoever asks
-    assert not [k for k in store.keys("journal-claim:")]  # the commit dropped the claim
+def test_async_commits_share_transactions_and_report_each_outcome(store: Store) -> None:
+    journal = Journal(store)
+    done: list[Any] = []
+    finished = threading.Event()
+
+    def report(outcome: Any, error: BaseException | None) -> None:
+        done.append((outcome, error))
+        if len(done) == 50:
+            finished.set()
+
+    for i in range(50):
+        journal.commit_async(report, key=f"s/root/t/{i}", arg_hash="h", session="s", call_id=f"c-{i}", attempt=0,
+                             result=journal.serde.dumps_typed(i), ops=None)
+    assert finished.wait(30)
+    assert all(error is None and committed for (_, committed), error in done)
+    assert [r.value(journal.serde) for r in journal.records("s")] == list(range(50))
+    assert journal._group.units == 50 and journal._group.batches < 50  # grouped
 
 
 def test_other_arguments_under_one_key_are_another_call(store: Store) -> None:

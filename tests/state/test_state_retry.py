@@ -25,8 +25,8 @@ def test_bad_settings_fail_clearly(settings: dict[str, object]) -> None:
 
 
 def test_only_a_lost_worker_is_a_worker_loss() -> None:
-    from distributed.scheduler import KilledWorker
+    from nalar_plugin.errors import WorkerLostError
 
-    assert is_worker_loss(KilledWorker("key", None, 0))  # type: ignore[arg-type]
+    assert is_worker_loss(WorkerLostError("lost the link to worker tcp://127.0.0.1:1"))
     assert not is_worker_loss(RuntimeError("the body raised"))
     assert not is_worker_loss(None)

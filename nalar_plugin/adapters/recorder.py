@@ -1,9 +1,9 @@
-"""The run tree and the data flow between adapter calls, per Runtime.
+"""The run tree and the data flow between adapter calls.
 
 The callback handler records every LangChain run it sees (:class:`RunRecord`:
-LangGraph node and step, thread id as session, parent run). The adapters record
-every call they make, and the recorder derives each new call's dependencies
-from them:
+LangGraph node and step, thread id as session, parent run). The adapters
+record every call that finished, by call id, and the recorder derives each new
+call's dependencies from them (edges of the session's call graph):
 
 * a tool call depends on the model call whose message asked for it
   (matched by tool-call id);
@@ -13,8 +13,11 @@ from them:
 * otherwise a call depends on the calls of the latest earlier LangGraph step
   of its graph (a subgraph's first step looks at its parent graph's step).
 
-Only calls that finished are used as dependencies: a failed tool call whose
-error the graph handled must not fail the next model call.
+Only calls that finished are recorded: a failed tool call whose error the
+graph handled does not become an input of the next model call. Nothing here
+holds a future, a value or an object of the run: ids and names only. The data
+flow of a session is dropped when its root run ends; the run records are kept
+for the most recent runs only.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
-
-from ..future import FINISHED, Future
 
 __all__ = ["Recorder", "RunInfo", "RunRecord", "graph_ns"]
 
@@ -50,7 +51,6 @@ class RunInfo:
     node: str | None
     step: int | None
     task_ns: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def graph(self) -> str:
@@ -100,33 +100,41 @@ class RunRecord:
         return d
 
 
-def _finished(futs: list[Future]) -> list[Future]:
-    return [f for f in dict.fromkeys(futs) if f.status == FINISHED]
+class _Flow:
+    """The data flow of one session: which finished call wrote what."""
+
+    __slots__ = ("asked", "seq", "steps", "task_step", "tools", "wrote")
+
+    def __init__(self) -> None:
+        self.asked: dict[str, str] = {}  # tool call id -> the model call that asked for it
+        self.tools: dict[str, str] = {}  # tool call id -> the tool call that answered
+        self.wrote: dict[str, str] = {}  # message id -> the model call that wrote it
+        self.steps: dict[str, dict[int, list[str]]] = {}  # graph ns -> step -> call ids
+        self.task_step: dict[str, tuple[str, int]] = {}  # task ns -> (graph ns, step)
+        self.seq: dict[str, int] = {}  # key scope -> calls made
 
 
 class Recorder:
     """The run tree and the call data flow of one Runtime (thread-safe, bounded).
 
     Args:
-        cap: Records and data-flow entries kept; the oldest are forgotten first.
+        cap: Run records kept (the oldest are forgotten first), and sessions
+            whose data flow is kept while their root run has not ended.
     """
 
     def __init__(self, cap: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._cap = cap
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()
-        self._asked: OrderedDict[tuple[str, str], Future] = OrderedDict()  # tool call id -> model call
-        self._tools: OrderedDict[tuple[str, str], Future] = OrderedDict()  # tool call id -> tool call
-        self._wrote: OrderedDict[tuple[str, str], Future] = OrderedDict()  # message id -> model call
-        self._steps: OrderedDict[tuple[str, str], dict[int, list[Future]]] = OrderedDict()
-        self._task_step: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._seq: dict[str, int] = {}
+        self._flows: OrderedDict[str, _Flow] = OrderedDict()
 
-    def _put(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        while len(table) > self._cap:
-            table.popitem(last=False)
+    def _flow(self, session: str) -> _Flow:
+        flow = self._flows.get(session)
+        if flow is None:
+            flow = self._flows[session] = _Flow()
+            while len(self._flows) > self._cap:
+                self._flows.popitem(last=False)
+        return flow
 
     # -- run tree -------------------------------------------------------------
     def start(self, record: RunRecord) -> None:
@@ -135,17 +143,22 @@ class Recorder:
             parent = self._runs.get(record.parent_run_id) if record.parent_run_id is not None else None
             if record.session is None and parent is not None:
                 record.session = parent.session
-            self._put(self._runs, record.run_id, record)
-            if record.checkpoint_ns and record.step is not None and record.kind == "chain":
-                self._put(self._task_step, record.checkpoint_ns, (graph_ns(record.checkpoint_ns), record.step))
+            self._runs[record.run_id] = record
+            while len(self._runs) > self._cap:
+                self._runs.popitem(last=False)
+            if record.session and record.checkpoint_ns and record.step is not None and record.kind == "chain":
+                self._flow(record.session).task_step[record.checkpoint_ns] = (graph_ns(record.checkpoint_ns), record.step)
 
     def end(self, run_id: UUID, status: str) -> None:
-        """Record a run's end."""
+        """Record a run's end; a root run's end drops its session's data flow."""
         with self._lock:
             record = self._runs.get(run_id)
-            if record is not None:
-                record.ended = time.time()
-                record.status = status
+            if record is None:
+                return
+            record.ended = time.time()
+            record.status = status
+            if record.parent_run_id is None and record.session:
+                self._flows.pop(record.session, None)
 
     def attach(self, run_id: UUID | None, call_id: str) -> None:
         """Note which call served a run."""
@@ -172,78 +185,93 @@ class Recorder:
         with self._lock:
             return [r for r in self._runs.values() if session is None or r.session == session]
 
+    def forget(self, session: str) -> None:
+        """Drop a session's data flow and run records."""
+        with self._lock:
+            self._flows.pop(session, None)
+            for run_id in [k for k, r in self._runs.items() if r.session == session]:
+                del self._runs[run_id]
+
+    def sessions(self) -> int:
+        """Sessions whose data flow is kept now."""
+        with self._lock:
+            return len(self._flows)
+
     # -- data flow ------------------------------------------------------------
-    def next_seq(self, scope: str) -> int:
+    def next_seq(self, session: str, scope: str) -> int:
         """A per-scope counter for deterministic idempotency keys."""
         with self._lock:
-            n = self._seq.get(scope, -1) + 1
-            self._seq[scope] = n
-            if len(self._seq) > self._cap:
-                self._seq.pop(next(iter(self._seq)))
+            flow = self._flow(session)
+            n = flow.seq.get(scope, -1) + 1
+            flow.seq[scope] = n
             return n
 
-    def note_call(self, info: RunInfo, session: str, fut: Future, tool_call_id: str | None = None) -> None:
-        """Record a call made for ``info``'s run."""
+    def note_call(self, info: RunInfo, session: str, call_id: str, tool_call_id: str | None = None) -> None:
+        """Record a finished call made for ``info``'s run."""
         with self._lock:
+            flow = self._flow(session)
             if tool_call_id:
-                self._put(self._tools, (session, tool_call_id), fut)
+                flow.tools[tool_call_id] = call_id
             if info.step is not None:
-                steps = self._steps.get((session, info.graph))
-                if steps is None:
-                    steps = {}
-                    self._put(self._steps, (session, info.graph), steps)
-                steps.setdefault(info.step, []).append(fut)
+                flow.steps.setdefault(info.graph, {}).setdefault(info.step, []).append(call_id)
                 if info.task_ns:
-                    self._put(self._task_step, info.task_ns, (info.graph, info.step))
+                    flow.task_step[info.task_ns] = (info.graph, info.step)
 
-    def note_model_result(self, session: str, fut: Future, result: Any) -> None:
+    def note_model_result(self, session: str, call_id: str, result: Any) -> None:
         """Record which messages and tool calls a finished model call wrote."""
         with self._lock:
+            flow = self._flow(session)
             for gen in getattr(result, "generations", None) or []:
                 message = getattr(gen, "message", None)
                 if message is None:
                     continue
                 if getattr(message, "id", None):
-                    self._put(self._wrote, (session, message.id), fut)
+                    flow.wrote[message.id] = call_id
                 for tc in getattr(message, "tool_calls", None) or []:
                     if tc.get("id"):
-                        self._put(self._asked, (session, tc["id"]), fut)
+                        flow.asked[tc["id"]] = call_id
 
-    def _step_deps(self, session: str, graph: str, step: int | None, depth: int = 0) -> list[Future]:
+    def _step_deps(self, flow: _Flow, graph: str, step: int | None, depth: int = 0) -> list[str]:
         if step is None or depth > 32:
             return []
-        steps = self._steps.get((session, graph)) or {}
+        steps = flow.steps.get(graph) or {}
         earlier = [s for s in steps if s < step]
         if earlier:
-            return _finished(steps[max(earlier)])
-        if graph and graph in self._task_step:
-            parent_graph, parent_step = self._task_step[graph]
-            return self._step_deps(session, parent_graph, parent_step, depth + 1)
+            return list(dict.fromkeys(steps[max(earlier)]))
+        if graph and graph in flow.task_step:
+            parent_graph, parent_step = flow.task_step[graph]
+            return self._step_deps(flow, parent_graph, parent_step, depth + 1)
         return []
 
-    def deps_for_tool(self, info: RunInfo, session: str, tool_call_id: str | None) -> list[Future]:
+    def deps_for_tool(self, info: RunInfo, session: str, tool_call_id: str | None) -> list[str]:
         """The calls a tool call depends on."""
         with self._lock:
-            if tool_call_id and (session, tool_call_id) in self._asked:
-                return _finished([self._asked[(session, tool_call_id)]])
-            return self._step_deps(session, info.graph, info.step)
+            flow = self._flows.get(session)
+            if flow is None:
+                return []
+            if tool_call_id and tool_call_id in flow.asked:
+                return [flow.asked[tool_call_id]]
+            return self._step_deps(flow, info.graph, info.step)
 
-    def deps_for_model(self, info: RunInfo, session: str, messages: list[Any]) -> list[Future]:
+    def deps_for_model(self, info: RunInfo, session: str, messages: list[Any]) -> list[str]:
         """The calls a model call depends on."""
         with self._lock:
-            found: list[Future] = []
+            flow = self._flows.get(session)
+            if flow is None:
+                return []
+            found: list[str] = []
             for message in reversed(messages):
                 kind = getattr(message, "type", None)
                 if kind == "tool":
-                    fut = self._tools.get((session, getattr(message, "tool_call_id", "")))
-                    if fut is not None:
-                        found.append(fut)
+                    call_id = flow.tools.get(getattr(message, "tool_call_id", ""))
+                    if call_id is not None:
+                        found.append(call_id)
                     continue
                 if kind == "ai" and not found and getattr(message, "id", None):
-                    fut = self._wrote.get((session, message.id))
-                    if fut is not None:
-                        found.append(fut)
+                    call_id = flow.wrote.get(message.id)
+                    if call_id is not None:
+                        found.append(call_id)
                 break
             if found:
-                return _finished(found)
-            return self._step_deps(session, info.graph, info.step)
+                return list(dict.fromkeys(found))
+            return self._step_deps(flow, info.graph, info.step)

@@ -1,19 +1,18 @@
-"""The callback tunnel: callback events raised on a worker fire in the caller.
+"""Callback events of a shipped call: raised on a worker, fired in the caller.
 
-A tool body or a chat model that runs on a Dask worker gets a run manager whose
+A model or tool body that runs in a worker process gets a run manager whose
 only handler is a :class:`Tunnel`. The tunnel sends every callback event
 (``on_llm_new_token``, ``on_stream_event``, nested runs' starts and ends,
-``on_custom_event`` ...) to a :class:`Channel` that the caller opened before it
-made the call; the caller replays each event on its own handlers, in its own
-thread or event loop, as it arrives. So streaming keeps streaming and tracing
-sees the same run tree, with the same run ids, as without nalar.
+``on_custom_event`` ...) over the worker's link to its driver; the driver puts
+it in the :class:`Channel` the caller opened before it made the call, and the
+caller replays each event on its own handlers, in its own thread or event loop,
+as it arrives. So streaming keeps streaming and tracing sees the same run tree,
+with the same run ids, as without nalar. A worker sends its events and the
+call's outcome over one ordered stream, so every event of a call reaches its
+channel before the call's future resolves.
 
-Transport: a channel in the same process (threads mode) receives events
-directly. Across processes the worker logs each event as a Dask event under
-:data:`TOPIC`; every client that opened a channel subscribes to the topic. A
-Dask worker sends its events and its task's completion over one ordered stream
-to the scheduler, which forwards both over one ordered stream to the client, so
-a call's events reach its channel before its future resolves.
+Calls that run where they live (the default) need none of this: their
+callbacks fire in the caller as they always do.
 """
 
 from __future__ import annotations
@@ -22,26 +21,20 @@ import asyncio
 import logging
 import queue
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks.manager import ahandle_event, handle_event
-from langchain_core.tracers._streaming import (
-    _StreamingCallbackHandler,
-    _V2StreamingCallbackHandler,
-)
+from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
 
 from ..context import new_id
-from ._switch import Switch, SwitchCarrier
+from ..links import dumps, loads
 
-__all__ = ["DONE", "TOPIC", "Channel", "Tunnel", "areplay", "emit", "open_channel", "replay", "tunnel_class"]
+__all__ = ["DONE", "Channel", "Channels", "Tunnel", "areplay", "replay", "streaming_flags", "tunnel_class"]
 
 logger = logging.getLogger(__name__)
-
-TOPIC = "nalar-adapter-events"
 
 DONE: Any = object()  # put by the call's future when it resolves
 
@@ -71,10 +64,6 @@ IGNORE: dict[str, str | None] = {
 
 Event = tuple[str, tuple[Any, ...], dict[str, Any]]
 
-_CHANNELS: dict[str, Channel] = {}
-_CHANNELS_LOCK = threading.Lock()
-_SUBSCRIBED: weakref.WeakSet[Any] = weakref.WeakSet()  # clients subscribed to TOPIC
-
 
 class Channel:
     """Where the events of one call arrive, in the caller's process.
@@ -93,12 +82,12 @@ class Channel:
         """Deliver an event (or :data:`DONE`); safe from any thread."""
         if self._sync is not None:
             self._sync.put(item)
-        else:
-            assert self.loop is not None and self._async is not None
-            try:
-                self.loop.call_soon_threadsafe(self._async.put_nowait, item)
-            except RuntimeError:  # the caller's loop closed: nobody listens any more
-                pass
+            return
+        assert self.loop is not None and self._async is not None
+        try:
+            self.loop.call_soon_threadsafe(self._async.put_nowait, item)
+        except RuntimeError:  # the caller's loop closed: nobody listens any more
+            pass
 
     def get(self) -> Any:
         """Block until the next item (thread callers)."""
@@ -110,54 +99,44 @@ class Channel:
         assert self._async is not None
         return await self._async.get()
 
-    def close(self) -> None:
-        """Forget the channel; late events are dropped."""
-        with _CHANNELS_LOCK:
-            _CHANNELS.pop(self.id, None)
+
+class Channels:
+    """The open channels of one Runtime's adapter calls, by id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, Channel] = {}
+
+    def open(self, loop: asyncio.AbstractEventLoop | None) -> Channel:
+        """Open a channel for one call."""
+        channel = Channel(loop)
+        with self._lock:
+            self._open[channel.id] = channel
+        return channel
+
+    def close(self, channel: Channel) -> None:
+        """Forget a channel; late events are dropped."""
+        with self._lock:
+            self._open.pop(channel.id, None)
+
+    def deliver(self, channel_id: str, event: bytes) -> None:
+        """An event from a worker (the link's event handler)."""
+        with self._lock:
+            channel = self._open.get(channel_id)
+        if channel is None:
+            return
+        try:
+            channel.put(loads(event))
+        except Exception:  # a class the caller cannot import: lose the event, not the call
+            logger.exception("could not decode a callback event for channel %s", channel_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
 
 
-def open_channel(client: Any, loop: asyncio.AbstractEventLoop | None = None) -> Channel:
-    """Open a channel in this process, subscribing ``client`` to :data:`TOPIC` once.
-
-    Args:
-        client: The Dask client of the caller's process (driver or worker).
-        loop: The caller's event loop, for async callers.
-
-    Returns:
-        The open channel.
-    """
-    channel = Channel(loop)
-    with _CHANNELS_LOCK:
-        _CHANNELS[channel.id] = channel
-        new = client is not None and client not in _SUBSCRIBED
-        if new:
-            _SUBSCRIBED.add(client)
-    if new:
-        # The subscription reaches the scheduler before the call is submitted
-        # (one ordered stream), so no event of the call can be missed.
-        client.subscribe_topic(TOPIC, _on_remote_event)
-    return channel
-
-
-def _on_remote_event(event: Any) -> None:
-    _, msg = event
-    if not isinstance(msg, dict):
-        return
-    with _CHANNELS_LOCK:
-        channel = _CHANNELS.get(msg.get("channel", ""))
-    if channel is None:
-        return
-    from distributed.protocol.pickle import loads
-
-    try:
-        channel.put(loads(msg["event"]))
-    except Exception:  # a class the caller cannot import: lose the event, not the call
-        logger.exception("could not decode a callback event for channel %s", channel.id)
-
-
-def _dumps(event: Event) -> bytes:
-    from distributed.protocol.pickle import dumps
-
+def pack_event(event: Event) -> bytes:
+    """Pickle an event; values that do not pickle travel as their ``repr``."""
     try:
         return dumps(event)
     except Exception:
@@ -175,39 +154,27 @@ def _dumps(event: Event) -> bytes:
         return dumps((name, tuple(safe(a) for a in args), {k: safe(v) for k, v in kwargs.items()}))
 
 
-def emit(channel_id: str, event: Event) -> None:
-    """Send an event to the caller's channel, in this process or through Dask."""
-    with _CHANNELS_LOCK:
-        channel = _CHANNELS.get(channel_id)
-    if channel is not None:
-        channel.put(event)
-        return
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except ValueError:
-        logger.debug("callback event %s for channel %s outside a worker: dropped", event[0], channel_id)
-        return
-    worker.log_event(TOPIC, {"channel": channel_id, "event": _dumps(event)})
-
-
-class Tunnel(BaseCallbackHandler, SwitchCarrier):
+class Tunnel(BaseCallbackHandler):
     """The worker-side handler that forwards every callback event to the caller.
 
-    It carries the run's switch, so calls nested in a served call (a tool that
-    runs an agent) are served by nalar too.
+    Args:
+        channel_id: The caller's channel.
+        send: Sends ``(channel_id, packed event)`` to the driver (the worker's link).
     """
 
     run_inline = True
     raise_error = False
 
-    def __init__(self, channel_id: str, switch: Switch | None) -> None:
+    def __init__(self, channel_id: str, send: Callable[[str, bytes], None] | None) -> None:
         self.channel_id = channel_id
-        self.nalar_switch = switch
+        self._send = send
 
-    def _forward(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        emit(self.channel_id, (name, args, kwargs))
+    def forward(self, event: Event) -> None:
+        """Send one event (or drop it, outside a link)."""
+        if self._send is None:
+            logger.debug("callback event %s for channel %s outside a link: dropped", event[0], self.channel_id)
+            return
+        self._send(self.channel_id, pack_event(event))
 
     def __repr__(self) -> str:
         return f"<nalar Tunnel {self.channel_id}>"
@@ -215,7 +182,7 @@ class Tunnel(BaseCallbackHandler, SwitchCarrier):
 
 def _forwarder(name: str) -> Callable[..., None]:
     def method(self: Tunnel, *args: Any, **kwargs: Any) -> None:
-        self._forward(name, args, kwargs)
+        self.forward((name, args, kwargs))
 
     method.__name__ = name
     return method

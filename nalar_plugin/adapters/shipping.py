@@ -1,44 +1,44 @@
-"""How a tool, a model and their arguments reach the worker that runs the call.
+"""How a shipped model or tool, and its arguments, reach a worker process.
 
-Dask serialises every task argument, even on an in-process cluster. What an
-adapter call carries is sent in one of three ways:
+Adapter calls run where their objects live (in the caller, after the
+controllers admit them) unless shipping was asked for: a chat model deployed
+with ``rt.deploy_model`` (its calls run on the instance the controllers pick),
+or ``rt.callback(ship=...)`` for tools. Shipping to a worker in another
+process sends an object in one of two ways:
 
-* **by reference** when every worker lives in this process (the embedded
-  threads cluster): the worker gets the very objects the caller holds, so
-  in-memory stores, engines, locks and clients behave exactly as without nalar;
-* **by value** otherwise: a tool defined at module level travels as an import
-  reference; a LangChain object that does not pickle (a ``ChatOpenAI`` holds
-  HTTP clients) travels as its constructor fields when the class rebuilds the
-  rest itself;
+* a tool defined at module level travels as an import reference; a LangChain
+  object that does not pickle (a ``ChatOpenAI`` holds HTTP clients) travels as
+  its constructor fields when the class rebuilds the rest itself; anything
+  else travels pickled;
 * **not at all** when neither works: :class:`NotSendable` names the object,
-  and the caller runs the call in its own process under the same scheduling
-  (see :mod:`._dispatch`), with a :class:`InProcessWarning`.
+  and the call runs where it lives under the same scheduling, with an
+  :class:`InProcessWarning` (once per object).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from collections import OrderedDict
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from langgraph.store.memory import InMemoryStore
+
 from ..context import new_id
 from ..errors import NalarError
+from ..links import dumps
 
 __all__ = [
     "InProcessWarning",
     "Lazy",
     "NotSendable",
-    "Ref",
     "check_sendable",
-    "release",
     "resolve",
     "sendable",
-    "shares_process",
 ]
-
-_REFS: dict[str, Any] = {}
-_REFS_LOCK = threading.Lock()
 
 
 class InProcessWarning(UserWarning):
@@ -57,13 +57,6 @@ class NotSendable(NalarError, TypeError):
         super().__init__(f"{what} cannot be sent to a Dask worker process: {reason}")
         self.what = what
         self.reason = reason
-
-
-def shares_process(rt: Any) -> bool:
-    """True when every worker of ``rt`` runs in this process (embedded threads cluster)."""
-    cluster = getattr(rt, "cluster", None)
-    config = getattr(rt, "config", None) or {}
-    return cluster is not None and not config.get("processes", True)
 
 
 class Lazy:
@@ -87,67 +80,10 @@ def resolve(value: Any) -> Any:
     return value.resolve() if isinstance(value, Lazy) else value
 
 
-class Ref(Lazy):
-    """A payload that travels as a key into this process's reference table.
-
-    Only a worker in the same process can resolve it; it is released with
-    :func:`release` once the call is done.
-    """
-
-    __slots__ = ("key",)
-
-    def __init__(self, obj: Any) -> None:
-        self.key = new_id("ref")
-        with _REFS_LOCK:
-            _REFS[self.key] = obj
-
-    def resolve(self) -> Any:
-        """The referenced object.
-
-        Raises:
-            NalarError: This is not the process that made the reference.
-        """
-        with _REFS_LOCK:
-            try:
-                return _REFS[self.key]
-            except KeyError:
-                raise NalarError(
-                    f"payload {self.key} is a by-reference payload of another process (or its call "
-                    "was already released); by-reference payloads only resolve on in-process workers"
-                ) from None
-
-    def model_dump(self) -> Any:
-        """The referenced payload's identity for the journal's argument hash.
-
-        Raises:
-            TypeError: The payload has none (the journal then keys on the idempotency key alone).
-        """
-        with _REFS_LOCK:
-            obj = _REFS.get(self.key)
-        dump = getattr(obj, "model_dump", None)
-        if dump is None:
-            raise TypeError("no identity")
-        return dump()
-
-
-def release(ref: Ref | None) -> None:
-    """Drop a reference once its call is done."""
-    if ref is not None:
-        with _REFS_LOCK:
-            _REFS.pop(ref.key, None)
-
-
 def _dumps(obj: Any) -> bytes:
     # Dask's own pickle helper logs every failure at ERROR level; a failed probe
     # here is an expected outcome, not an error.
-    import pickle
-
-    import cloudpickle
-
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
+    return dumps(obj)
 
 
 class _ImportRef(Lazy):
@@ -166,8 +102,6 @@ class _ImportRef(Lazy):
 
     def resolve(self) -> Any:
         """Import the object."""
-        import importlib
-
         return getattr(importlib.import_module(self.module), self.attr)
 
 
@@ -261,10 +195,6 @@ def _rebuild_recipe(obj: Any, what: str, first_error: Exception) -> _Rebuild:
 
 def _process_local(obj: Any) -> str | None:
     """Why ``obj`` must not be copied to another process, if it must not."""
-    try:
-        from langgraph.store.memory import InMemoryStore
-    except ImportError:  # pragma: no cover - langgraph is a dependency
-        return None
     if isinstance(obj, InMemoryStore):
         return ("it keeps its data in this process's memory, and a worker process would write to a copy; "
                 "use a shared store such as nalar_plugin.state.DiskcacheStore")
@@ -310,9 +240,6 @@ def sendable(obj: Any, what: str) -> Any:
 
 
 def _is_component(obj: Any) -> bool:
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.tools import BaseTool
-
     return isinstance(obj, (BaseTool, BaseChatModel))
 
 
