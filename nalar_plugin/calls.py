@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-from .context import CallContext, CallSink, enter_call, exit_call, make_context
+from .context import CallContext, CallSink, _options_var, enter_call, exit_call, make_context
 from .errors import CallCancelledError, CallVetoedError, RuntimeStateError, SerializationError, WorkerLostError
 from .execution import ERROR, LOST, OK, Job, Outcome
 from .future import CANCELLED, FINISHED, QUEUED, RUNNING, Future, collect_futures, replace_futures, waiting
@@ -276,6 +276,8 @@ class CallPath:
         if options.get("component_call"):
             call.extra["component_call"] = True
         hint = options.get("expected_s")
+        if hint is None:
+            hint = (_options_var.get() or {}).get("expected_s")  # from rt.session(..., expected_s=)
         if hint is not None:
             call.extra["expected_s"] = hint
         if inline:

@@ -138,6 +138,7 @@ class Runtime:
 
     def _start(self, cfg: dict[str, Any], address: str | None) -> None:
         self.graph_store = CallGraph(cfg["graph-sessions"])
+        # Bodies that run in this process see this Runtime as theirs (``active_runtime()``).
         sink = LocalSink()
         self._sink = sink
         requests = DriverRequests(self.state.journal)
@@ -150,12 +151,12 @@ class Runtime:
             ) from exc
         in_process = self.cluster is not None and not cfg["processes"]
         self.dispatcher = Dispatcher(self.client, self.cluster, in_process=in_process, token=self.token,
-                                     allowed_types=self.state.allowed_types, handlers=requests, sink=sink,
+                                     allowed_types=self.state.allowed_types, handlers=requests, sink=self,
                                      access=lambda: self.state.journal)
         self.calls = CallPath(token=self.token, plane=self.plane, plugins=self.plugins, state=self.state,
                               graph=self.graph_store, retry=self.retry_policy, send=self.dispatcher.send,
                               cancel_remote=self.dispatcher.cancel, check_resources=self.dispatcher.check_resources,
-                              sink=sink)
+                              sink=self)
         self.components = Components(self.plane, self.calls, self.dispatcher, self.plugins, sink)
         sink.bind(self.calls, self.components)
         requests.bind(self.calls, self.components)
