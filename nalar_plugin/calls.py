@@ -96,9 +96,14 @@ class _Gate:
                 waiter.set_result(None)
             return
         try:
-            self.loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+            self.loop.call_soon_threadsafe(_release_waiter, waiter)
         except RuntimeError:  # the caller's loop closed: nobody waits any more
             pass
+
+
+def _release_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class InlineCall:

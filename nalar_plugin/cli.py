@@ -6,7 +6,23 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
+
+import dask.config
+
+from .bench.calls import bench_calls
+from .bench.compare import compare
+from .bench.compare import format_table as format_compare_table
+from .bench.control import bench_control
+from .bench.plots import latencies_of, plot_runs
+from .bench.research import ResearchSettings, bench_research, plot_research
+from .bench.research import format_table as format_research_table
+from .bench.runner import RunSettings, run
+from .bench.workloads import workload
+from .demo import run_demo, run_research_demo
+from .errors import NalarError
+from .plugins import PluginManager
 
 __all__ = ["main"]
 
@@ -24,27 +40,19 @@ def _write_json(data: dict[str, Any], path: str | None, echo: bool = True) -> No
 
 def _nalar_config() -> dict[str, Any]:
     """This process's ``nalar`` settings as JSON data, for the benchmark's driver subprocesses."""
-    import dask.config
-
     return dict(json.loads(json.dumps(dask.config.get("nalar", default={}) or {}, default=str)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.futures:
-        from .demo import run_demo
-
         run_demo(processes=args.processes or None)
         return 0
-    from .demo import run_research_demo
-
     run_research_demo(quick=args.quick, processes=args.processes, progress=not args.no_progress,
                       nalar_config=_nalar_config())
     return 0
 
 
 def _cmd_policies(args: argparse.Namespace) -> int:
-    from .plugins import PluginManager
-
     for name, cls in sorted(PluginManager().policies().items()):
         doc = (cls.__doc__ or "").strip().splitlines()
         summary = doc[0] if doc else ""
@@ -53,16 +61,12 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_calls(args: argparse.Namespace) -> int:
-    from .bench.calls import bench_calls
-
     data = bench_calls(args.n, repeat=args.repeat, progress=not args.no_progress, processes=args.processes or None)
     _write_json(data, args.json)
     return 0
 
 
 def _cmd_bench_control(args: argparse.Namespace) -> int:
-    from .bench.control import bench_control
-
     data = bench_control(args.futures, args.instances, capacity=args.capacity, ticks=args.ticks,
                          policy=args.policy, progress=not args.no_progress)
     _write_json(data, args.json)
@@ -86,11 +90,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_workload(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .bench.plots import latencies_of, plot_runs
-    from .bench.runner import RunSettings, run
-
     base = RunSettings(args.benchmark, args.system, args.rps[0], **_settings(args))
     results = [run(replace(base, rps=rate)) for rate in args.rps]
     data: dict[str, Any] = results[0].summary if len(results) == 1 else {
@@ -104,10 +103,6 @@ def _cmd_bench_workload(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_compare(args: argparse.Namespace) -> int:
-    from .bench.compare import compare, format_table
-    from .bench.plots import latencies_of, plot_runs
-    from .bench.workloads import workload
-
     rates = args.rps or list(workload(args.workload).rps)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     curves: dict[str, list[Any]] = {s: [] for s in systems}
@@ -120,7 +115,7 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     data["latencies_s"] = {label: [[round(x, 3) for x in lat] for _, lat in runs] for label, runs in curves.items()}
     # The table is the output; the JSON (every run's summary) goes to the file only.
     _write_json(data, args.json, echo=False)
-    print(format_table(data))
+    print(format_compare_table(data))
     if args.plot:
         plot_runs(curves, args.plot, title=f"{args.workload}: {', '.join(systems)} (seed {args.seed})")
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -128,15 +123,13 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_research(args: argparse.Namespace) -> int:
-    from .bench.research import ResearchSettings, bench_research, format_table, plot_research
-
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     settings = ResearchSettings(rps=tuple(args.rps), duration_s=args.duration, replicas=args.replicas, seed=args.seed,
                                 time_scale=args.time_scale, capacity=args.capacity, systems=systems,
                                 drain_s=args.drain, progress=not args.no_progress, nalar_config=_nalar_config())
     data = bench_research(settings)
     _write_json(data, args.json, echo=False)
-    print(format_table(data))
+    print(format_research_table(data))
     if args.plot:
         plot_research(data, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -228,8 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nalar`` console script."""
     args = build_parser().parse_args(argv)
-    from .errors import NalarError
-
     try:
         return int(args.fn(args))
     except NalarError as exc:

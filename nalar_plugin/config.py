@@ -14,6 +14,7 @@ Settings:
         Threads are made when needed and exit when idle, so idle slots cost nothing.
     worker-threads-max: Threads of one worker's call pool at most, bodies blocked on
         futures included (default 2048): the bound on threads, whatever the load.
+    worker-thread-idle: An idle thread of a call pool exits after this long (default ``10s``).
     worker-saturation: ``distributed.scheduler.worker-saturation`` for the embedded
         scheduler (default ``inf``), for tasks users submit to Dask themselves.
     policy: Name of the active policy (entry-point group ``nalar_plugin.policies``).
@@ -71,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "retry-backoff-max": "5s",
     "state-allowed-types": [],
     "worker-threads-max": 2048,
+    "worker-thread-idle": "10s",
     "journal-max-age": "7d",
     "journal-max-sessions": None,
     "journal-gc-interval": "60s",
@@ -104,6 +106,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "n-workers": lambda v: None if v is None else int(v),
         "seed": int,
         "worker-threads-max": int,
+        "worker-thread-idle": _seconds,
         "journal-max-sessions": lambda v: None if v is None else int(v),
         "journal-max-age": lambda v: None if v is None else _seconds(v),
         "journal-gc-interval": lambda v: None if v is None else _seconds(v),

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .bench.research import ResearchSettings, bench_research
 from .future import value
+from .runtime import Runtime
 from .stubs import agent, tool
 
 __all__ = ["editor", "planner", "research", "run_demo", "run_research_demo", "search", "writer"]
@@ -60,8 +62,6 @@ def research(question: str) -> Any:
 
 def run_demo(print_fn: Any = print, **runtime_kwargs: Any) -> dict[str, Any]:
     """Run the workflow on an embedded Runtime and print its futures and graph."""
-    from .runtime import Runtime
-
     question = "How do futures, sessions and policies serve agent workflows?"
     plain = research(question)
     with Runtime(**runtime_kwargs) as rt:
@@ -126,8 +126,6 @@ def run_research_demo(*, quick: bool = False, processes: bool = False, progress:
     Returns:
         The benchmark's JSON data (see :func:`nalar_plugin.bench.research.bench_research`).
     """
-    from .bench.research import ResearchSettings, bench_research
-
     preset: dict[str, Any] = dict(QUICK if quick else DEMO)
     settings = ResearchSettings(**preset, processes=processes, progress=progress, nalar_config=nalar_config or {})
     print_fn("nalar demo: a deep-research LangGraph app (plan -> a web search and a summary per topic -> report)")

@@ -309,6 +309,7 @@ class CallThreads:
                 except Exception:  # a job reports its own errors; this is a bug in the pool's caller
                     logger.exception("a call job failed outside its body")
                 finally:
+                    del fn  # hold nothing of the job while waiting for the next
                     with self._cond:
                         self._running -= 1
                         self._progress = time.monotonic()
@@ -362,15 +363,17 @@ class WorkerExecutor:
         address: The worker's address (for call contexts and errors).
         slots: ``nalar.worker-slots``: synchronous bodies that run at once.
         max_threads: Threads at most in the call pool.
+        idle_s: An idle pool thread exits after this long.
         worker: The Dask worker object, when there is one (``get_worker()`` in bodies).
     """
 
-    def __init__(self, address: str, *, slots: int = 64, max_threads: int = 512, worker: Any = None) -> None:
+    def __init__(self, address: str, *, slots: int = 64, max_threads: int = 512, worker: Any = None,
+                 idle_s: float = 10.0) -> None:
         self.address = address
         self.worker = worker
         self.objects: dict[str, Any] = {}
         self._objects_lock = threading.Lock()
-        self.threads = CallThreads(slots, max_threads, name="nalar-call")
+        self.threads = CallThreads(slots, max_threads, idle_s=idle_s, name="nalar-call")
         self._loop = _CallLoop("nalar-call-loop")
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._closed = False

@@ -91,18 +91,21 @@ class ExecutorPlugin(WorkerPlugin):
     Args:
         slots: ``nalar.worker-slots``.
         max_threads: ``nalar.worker-threads-max``.
+        idle_s: ``nalar.worker-thread-idle``.
     """
 
     name = PLUGIN_NAME
     idempotent = True  # a second driver of the cluster keeps the running executor
 
-    def __init__(self, slots: int = 64, max_threads: int = 512) -> None:
+    def __init__(self, slots: int = 64, max_threads: int = 512, idle_s: float = 10.0) -> None:
         self.slots = slots
         self.max_threads = max_threads
+        self.idle_s = idle_s
         self.executor: WorkerExecutor | None = None
 
     def setup(self, worker: Any) -> None:
-        self.executor = WorkerExecutor(worker.address, slots=self.slots, max_threads=self.max_threads, worker=worker)
+        self.executor = WorkerExecutor(worker.address, slots=self.slots, max_threads=self.max_threads, worker=worker,
+                                       idle_s=self.idle_s)
         worker.handlers[HANDLER] = self._serve
 
     def teardown(self, worker: Any) -> None:

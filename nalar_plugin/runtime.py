@@ -143,7 +143,8 @@ class Runtime:
         self._sink = sink
         requests = DriverRequests(self.state.journal)
         try:
-            self.client.register_plugin(ExecutorPlugin(cfg["worker-slots"], cfg["worker-threads-max"]))
+            self.client.register_plugin(ExecutorPlugin(cfg["worker-slots"], cfg["worker-threads-max"],
+                                                       cfg["worker-thread-idle"]))
         except Exception as exc:
             raise ClusterError(
                 f"the Dask workers could not start nalar's executor: {exc}. Every worker's environment "

@@ -135,3 +135,15 @@ class Replica:
     def ask(self, x: Any, seconds: float = 0.0) -> str:
         time.sleep(seconds)
         return f"{self.name}:{x}"
+
+
+class Box:
+    """A value that can be weakly referenced (to see who keeps a result alive)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+@nl.agent(idempotent=True)
+def make_box(n: int) -> Box:
+    return Box(n)

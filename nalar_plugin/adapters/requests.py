@@ -60,9 +60,9 @@ def run_info(switch: Switch, run_manager: Any) -> RunInfo:
     ``nalar_expected_s`` may be set in ``config["metadata"]`` or
     ``config["configurable"]``; the session defaults to LangGraph's ``thread_id``.
     """
-    metadata = getattr(run_manager, "metadata", None) or {}
-    config = var_child_runnable_config.get() or {}
-    configurable = config.get(_CONF) or {}
+    metadata: dict[str, Any] = getattr(run_manager, "metadata", None) or {}
+    config: Any = var_child_runnable_config.get() or {}
+    configurable: dict[str, Any] = config.get(_CONF) or {}
     session = _lookup(metadata, configurable, "nalar_session") or switch.session or _lookup(
         metadata, configurable, "thread_id")
     priority = _number(_lookup(metadata, configurable, "nalar_priority"))

@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from ..future import value
+from ..runtime import Runtime
 from ..stubs import agent
 
 __all__ = ["bench_calls", "noop"]
@@ -26,8 +29,6 @@ def _raw(i: int) -> int:
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, unit="call", leave=False)
 
 
@@ -43,8 +44,6 @@ def bench_calls(n: int = 2000, *, repeat: int = 3, progress: bool = True, **runt
     Returns:
         A JSON-able dict with both throughputs, their ratio and the settings.
     """
-    from ..runtime import Runtime
-
     nalar_rates: list[float] = []
     dask_rates: list[float] = []
     with Runtime(**runtime_kwargs) as rt:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from ..context import CallContext
+from ..plugins import PluginManager
 from ..scheduler.controller import Call, ControlPlane, LocalController
 from ..scheduler.global_controller import GlobalController
 
@@ -50,10 +53,6 @@ def bench_control(futures: int = 131072, instances: int = 64, *, capacity: int =
     Returns:
         A JSON-able dict.
     """
-    from tqdm import tqdm
-
-    from ..plugins import PluginManager
-
     running: list[Call] = []
 
     def dispatch(call: Call, ctl: LocalController) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,4 @@ class Env:
 
     async def sleep_model(self, seconds: float) -> None:
         """Sleep ``seconds`` model seconds."""
-        import asyncio
-
         await asyncio.sleep(seconds * self.time_scale)

@@ -31,10 +31,10 @@ def plot_runs(runs: Mapping[str, Sequence[tuple[dict[str, Any], Sequence[float]]
         ConfigError: matplotlib is missing (``pip install 'nalar-plugin[bench]'``).
     """
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
     except ImportError as exc:
         raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
 

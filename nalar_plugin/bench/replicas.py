@@ -55,6 +55,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from ..errors import RuntimeStateError
+from ..testing import EngineConfig, EngineServer, SimulatedEngine
 
 __all__ = ["Job", "Replicas", "ResearchScript", "filler", "lognormal", "make_schedule", "replica_metrics",
            "schedule_digest", "serve"]
@@ -248,8 +249,6 @@ def serve(replicas: int, time_scale: float, seed: int, max_batch: int = 16) -> E
     Returns:
         An exit stack that closes the servers; its ``urls`` attribute lists their base URLs.
     """
-    from ..testing import EngineConfig, EngineServer, SimulatedEngine
-
     stack = ExitStack()
     config = EngineConfig(time_scale=time_scale, max_batch=max_batch)
     script = ResearchScript(seed)

@@ -1,11 +1,12 @@
 """``nalar bench research``: a deep-research LangGraph app, plain and served by nalar.
 
-The app is written the way a LangGraph user writes it, with nothing nalar-specific
-inside: ``plan`` asks the model for k topics (2..6), a ``Send`` fan-out runs
-``research`` per topic (an ``async`` ``web_search`` tool, then one summary call),
-and ``write`` makes one final call over the summaries. Every model call is
-``await llm.ainvoke(messages)`` on a ``ChatOpenAI`` client; the app balances its
-calls over the R replicas itself, round robin (``itertools.cycle``).
+The app (:mod:`.research_app`) is written the way a LangGraph user writes it, with
+nothing nalar-specific inside: ``plan`` asks the model for k topics (2..6), a
+``Send`` fan-out runs ``research`` per topic (an ``async`` ``web_search`` tool, then
+one summary call), and ``write`` makes one final call over the summaries. Every
+model call is ``await llm.ainvoke(messages)`` on a ``ChatOpenAI`` client; the app
+balances its calls over the R replicas itself, round robin (``itertools.cycle``).
+This module is the harness that serves and measures it.
 
 Two systems run the same app on the same requests:
 
@@ -33,13 +34,11 @@ system's knee (:data:`KNEE_DEFINITION`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import itertools
+import importlib
 import json
-import operator
 import os
-import random
-import re
 import resource
 import subprocess
 import sys
@@ -48,19 +47,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
+import dask.config
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import tool
-from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime as GraphRuntime
-from langgraph.types import Send
-from typing_extensions import TypedDict
+from tqdm import tqdm
 
-from ..errors import ConfigError, RuntimeStateError
-from .replicas import Job, Replicas, filler, lognormal, make_schedule, replica_metrics, schedule_digest
+from .. import errors as nalar_errors
+from ..errors import ConfigError, NalarError, RuntimeStateError
+from ..runtime import Runtime
+from .replicas import Job, Replicas, make_schedule, replica_metrics, schedule_digest
+from .research_app import SEARCH_SCALE_ENV, ResearchContext, build_app, make_llms, web_search
 from .stats import latency_stats
 
 __all__ = ["Job", "ResearchContext", "ResearchSettings", "SYSTEMS", "bench_research", "build_app", "format_table",
@@ -71,121 +70,6 @@ BASELINE = "langgraph"
 KNEE_FACTOR = 2.0
 KNEE_DEFINITION = (f"the highest offered rate r such that at every rate <= r the system completed every request "
                    f"with mean latency <= {KNEE_FACTOR:g}x its mean latency at the lowest rate")
-SEARCH_SCALE_ENV = "RESEARCH_SEARCH_TIME_SCALE"  # wall seconds per model second of the search backend
-
-# ------------------------------------------------------------------------- the app
-SYSTEM_PROMPT = "You are a careful research assistant. Work only from the material you are given."
-
-
-class Note(TypedDict):
-    """One topic's summary."""
-
-    index: int
-    topic: str
-    summary: str
-
-
-class ResearchState(TypedDict, total=False):
-    """The graph's state."""
-
-    question: str
-    topics: list[str]
-    notes: Annotated[list[Note], operator.add]
-    report: str
-
-
-class TopicTask(TypedDict):
-    """The input of one ``research`` task."""
-
-    question: str
-    topic: str
-    index: int
-
-
-@dataclass
-class ResearchContext:
-    """LangGraph run context: the model's replicas, and the app's own load balancing over them.
-
-    Attributes:
-        llms: One chat model per replica; :meth:`llm` takes them round robin.
-    """
-
-    llms: list[Any]
-    _order: Any = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._order = itertools.cycle(self.llms)
-
-    def llm(self) -> Any:
-        """The replica of the next call (round robin)."""
-        return next(self._order)
-
-
-@tool
-async def web_search(query: str) -> str:
-    """Search the web for a query and return the top results as text."""
-    rng = random.Random(hashlib.sha256(query.encode()).hexdigest())
-    # A search backend answering in 20-80 ms, on the engines' clock.
-    await asyncio.sleep(rng.uniform(0.02, 0.08) * float(os.environ.get(SEARCH_SCALE_ENV, "1")))
-    return filler(rng, lognormal(rng, 250, 0.6, 40, 2000), f"Search results for {query}:")
-
-
-def _messages(question: str, instruction: str) -> list[Any]:
-    """A prompt: the shared system prompt and question first, the instruction last."""
-    return [SystemMessage(SYSTEM_PROMPT), HumanMessage(question), HumanMessage(instruction)]
-
-
-async def plan(state: ResearchState, runtime: GraphRuntime[ResearchContext]) -> dict[str, Any]:
-    """Ask the model which topics to research."""
-    llm = runtime.context.llm()
-    reply = await llm.ainvoke(_messages(state["question"], "Plan the research: list the topics to investigate, "
-                                                           "one per numbered line."))
-    topics = re.findall(r"^\s*\d+\.\s+(.+?)(?:\s+-\s.*)?$", reply.text, flags=re.M)
-    return {"topics": topics or [state["question"].split("\n", 1)[0]]}
-
-
-def fan_out(state: ResearchState) -> list[Send]:
-    """One ``research`` task per topic."""
-    return [Send("research", TopicTask(question=state["question"], topic=t, index=i))
-            for i, t in enumerate(state["topics"])]
-
-
-async def research(task: TopicTask, runtime: GraphRuntime[ResearchContext]) -> dict[str, Any]:
-    """Search one topic, then summarise what was found."""
-    results = await web_search.ainvoke({"query": task["topic"]})
-    llm = runtime.context.llm()
-    reply = await llm.ainvoke(_messages(task["question"], f"Summarise the search results on {task['topic']}.\n"
-                                                          f"{results}"))
-    return {"notes": [Note(index=task["index"], topic=task["topic"], summary=reply.text)]}
-
-
-async def write(state: ResearchState, runtime: GraphRuntime[ResearchContext]) -> dict[str, Any]:
-    """Write the report from every topic's summary."""
-    notes = sorted(state["notes"], key=lambda n: n["index"])
-    body = "\n\n".join(f"## {n['topic']}\n{n['summary']}" for n in notes)
-    llm = runtime.context.llm()
-    reply = await llm.ainvoke(_messages(state["question"], f"Write the final report from these notes.\n{body}"))
-    return {"report": reply.text}
-
-
-def build_app() -> Any:
-    """The compiled research graph: plan -> research per topic -> write."""
-    graph = StateGraph(ResearchState, context_schema=ResearchContext)
-    graph.add_node("plan", plan)
-    graph.add_node("research", research)  # type: ignore[call-overload, arg-type]  # a Send target takes its own input
-    graph.add_node("write", write)
-    graph.add_edge(START, "plan")
-    graph.add_conditional_edges("plan", fan_out, ["research"])
-    graph.add_edge("research", "write")
-    graph.add_edge("write", END)
-    return graph.compile()
-
-
-def make_llms(urls: Sequence[str], model: str = "llm") -> list[Any]:
-    """One ``ChatOpenAI`` client per replica URL."""
-    from langchain_openai import ChatOpenAI
-
-    return [ChatOpenAI(base_url=url, api_key="x", model=model, timeout=600) for url in urls]  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------- one system, in its own process
@@ -284,9 +168,6 @@ def run_system(spec: dict[str, Any], get_urls: Callable[[], Sequence[str]],
     Returns:
         The run's JSON summary.
     """
-    import contextlib
-    import importlib
-
     importlib.import_module("langchain_openai")  # while the replicas start, not after
 
     os.environ[SEARCH_SCALE_ENV] = repr(spec["time_scale"])
@@ -297,10 +178,6 @@ def run_system(spec: dict[str, Any], get_urls: Callable[[], Sequence[str]],
         callback: Callable[[], list[Any]] = list
         rt: Any = None
         if system == "nalar":
-            import dask.config
-
-            from .. import Runtime
-
             if spec.get("nalar_config"):
                 stack.enter_context(dask.config.set({"nalar": spec["nalar_config"]}))
             # A fresh journal: the same schedule makes the same idempotency keys.
@@ -387,8 +264,6 @@ def _child_main(argv: Sequence[str]) -> int:
     The replicas' URLs arrive on stdin (one JSON list), so the driver starts while the
     replicas do.
     """
-    from ..errors import NalarError
-
     spec = json.loads(argv[0])
     lock = threading.Lock()
 
@@ -493,10 +368,8 @@ def _run_child(spec: dict[str, Any], replicas: Replicas, bar: Any) -> dict[str, 
                 stream.close()
             code = proc.wait()
         if failure is not None:  # re-raised with its type, e.g. PolicyNotFoundError
-            from .. import errors as tree
-
-            kind = getattr(tree, str(failure["type"]), None)
-            cls = kind if isinstance(kind, type) and issubclass(kind, tree.NalarError) else ConfigError
+            kind = getattr(nalar_errors, str(failure["type"]), None)
+            cls = kind if isinstance(kind, type) and issubclass(kind, NalarError) else ConfigError
             raise cls(failure["message"])
         if result is None:
             errors.seek(0)
@@ -536,8 +409,6 @@ def bench_research(settings: ResearchSettings) -> dict[str, Any]:
         ConfigError: A bad setting, or a run refused by nalar.
         RuntimeStateError: A driver or the replicas failed.
     """
-    from tqdm import tqdm
-
     s = settings
     unknown = [x for x in s.systems if x not in SYSTEMS]
     if unknown or not s.systems or not s.rps or s.duration_s <= 0 or s.replicas < 1 or s.time_scale <= 0:
@@ -628,10 +499,10 @@ def plot_research(data: dict[str, Any], path: str) -> None:
         ConfigError: matplotlib is missing.
     """
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
     except ImportError as exc:
         raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
     colors = {"nalar": "tab:blue", "langgraph": "tab:red"}

@@ -31,8 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tqdm import tqdm
+
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..runtime import Runtime
 from ..scheduler.decisions import Migrate, Provision, SetPriority
 from ..testing import EngineConfig, FarmProvisioner
 from .deploy import Deployment, ModelProvisioner
@@ -179,8 +182,6 @@ def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Observer) 
     if s.system == "langgraph":
         yield None, None
         return
-    from ..runtime import Runtime
-
     assert s.time_scale is not None and s.policy is not None  # resolved settings
 
     # A fresh journal per run: the same trace makes the same idempotency keys,
@@ -260,8 +261,6 @@ def run(settings: RunSettings) -> RunResult:
     pools = apportion(trace.demand(config), s.engines)
     dep = Deployment(trace.book, pools, config, trace.stateful, wl.tools, s.seed)
     counter = _Observer()
-    from tqdm import tqdm
-
     bar = tqdm(total=trace.requests, desc=f"{s.workload} {s.system} {s.rps:g} rps", unit=wl.unit,
                disable=not s.progress, leave=False)
     env_box: list[Env] = []

@@ -32,6 +32,8 @@ from langgraph.types import Command, Send
 
 from ..testing import EngineConfig
 from .env import Env
+from .swe_common import MAX_ATTEMPTS, PASS
+from .swe_futures import run_job
 from .trace import ModelStep, ToolStep, Tokens, Trace, TraceBook, keyed_rng, lognormal, poisson_arrivals, service_s
 
 __all__ = ["AGENTS", "SweJob", "build_app", "make_trace", "run_client"]
@@ -40,12 +42,10 @@ AGENTS = ("planner", "developer", "tester")
 TOOLS = ("retrieve_docs",)
 STATEFUL = frozenset({"developer"})  # a developer's context grows with each attempt of its subtask
 
-MAX_ATTEMPTS = 3  # the third attempt always passes
 P_FAIL = 0.35
 P_RECURSE = (0.2, 0.1)  # chance that a subtask is a sub-job, at planner depth 0 and 1
 DOCS_MEDIAN_S = 0.3
 DOCS_TOKENS_MEDIAN = 600
-PASS = "PASS"
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,6 @@ async def run_client(app: Any, job: SweJob, env: Env) -> None:
     start = time.monotonic()
     try:
         if env.app == "futures":
-            from .swe_futures import run_job
-
             code = await run_job(env, job.request)
         else:
             out = await app.ainvoke({"job": job.request, "plan": job.request, "code": {}}, env.config(job.request))

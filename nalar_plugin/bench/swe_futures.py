@@ -18,11 +18,11 @@ import asyncio
 import json
 from typing import Any
 
-from ..runtime import active_runtime
+from ..context import active_runtime
 from ..stubs import agent, tool
-from .env import Env
-from .swe import MAX_ATTEMPTS, PASS
 from .deploy import Ledger
+from .env import Env
+from .swe_common import MAX_ATTEMPTS, PASS
 from .trace import Shared, TraceBook
 
 __all__ = ["Run", "developer", "retrieve_docs", "run_job", "tester"]

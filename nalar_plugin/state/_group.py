@@ -115,6 +115,8 @@ class GroupWriter:
                     return
                 batch, self._queue = self._queue, []
             self._run(batch)
+            # Hold nothing of the batch (its callers' objects) while waiting for the next.
+            del batch
 
     def _run(self, batch: list[tuple[Callable[[], Any], Done]]) -> None:
         outcomes: list[tuple[Done, Any, BaseException | None]] = []
