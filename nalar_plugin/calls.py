@@ -32,12 +32,20 @@ import asyncio
 import functools
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
 from .context import CallContext, CallSink, _options_var, enter_call, exit_call, make_context
-from .errors import CallCancelledError, CallVetoedError, RuntimeStateError, SerializationError, WorkerLostError
+from .errors import (
+    CallCancelledError,
+    CallVetoedError,
+    RuntimeStateError,
+    SerializationError,
+    UnjournaledWarning,
+    WorkerLostError,
+)
 from .execution import ERROR, LOST, OK, Job, Outcome
 from .future import CANCELLED, FINISHED, QUEUED, RUNNING, Future, collect_futures, replace_futures, waiting
 from .graph import CallGraph
@@ -219,6 +227,7 @@ class CallPath:
         self._lock = threading.Lock()
         self._calls: dict[str, Call] = {}  # calls not finished yet, by call id
         self._sequences: OrderedDict[str, int] = OrderedDict()
+        self._warned: set[str] = set()
         self._idle = threading.Condition(self._lock)
 
     def state_access(self) -> Any:
@@ -456,15 +465,28 @@ class CallPath:
             try:
                 result = dumps_value(self.state.serde, value, what="the result")
             except SerializationError as exc:
-                self._release_claim(call)
-                if cancelled:
-                    self._complete(call)
+                if call.extra.get("unjournaled_ok"):
+                    self._unjournaled(call, exc)
+                    self._release_claim(call)
+                    call.key = None  # commit the staged writes, record no result
+                    if not outcome.ops:
+                        if cancelled:
+                            self._complete(call)
+                        else:
+                            self._finish(call, FINISHED, value=value)
+                        return
+                    result = None
+                else:
+                    self._release_claim(call)
+                    if cancelled:
+                        self._complete(call)
+                        return
+                    self._finish(call, "error", exception=SerializationError(
+                        f"call {ctx.call_id} of {ctx.component}.{ctx.method} (idempotency key {call.key!r}) "
+                        f"returned a value the journal cannot store: {exc}. Return data the state serde can "
+                        "encode, or declare the component idempotent=True to run it without the journal; "
+                        "nothing of this call was written"))
                     return
-                self._finish(call, "error", exception=SerializationError(
-                    f"call {ctx.call_id} of {ctx.component}.{ctx.method} (idempotency key {call.key!r}) returned "
-                    f"a value the journal cannot store: {exc}. Return data the state serde can encode, or declare "
-                    "the component idempotent=True to run it without the journal; nothing of this call was written"))
-                return
 
         def committed(outcome_: Any, error: BaseException | None) -> None:
             # A body that ran to its end is committed even if its future was
@@ -485,6 +507,19 @@ class CallPath:
 
         self.state.commit(committed, key=call.key, arg_hash=call.arg_hash, session=ctx.session,
                           call_id=ctx.call_id, attempt=ctx.attempt, result=result, ops=outcome.ops)
+
+    def _unjournaled(self, call: Call, exc: BaseException) -> None:
+        component = call.context.component
+        with self._lock:
+            if component in self._warned:
+                return
+            self._warned.add(component)
+        warnings.warn(
+            f"{component} returned a value the journal cannot store ({exc}); the app gets it as it is, "
+            "but this call is not recorded, so a resumed run runs it again. Declare the component "
+            "idempotent=True (rt.callback(directives=...)) or return data the state serde can encode.",
+            UnjournaledWarning, stacklevel=6,
+        )
 
     # -- 6. finish --------------------------------------------------------------------------
     def _complete(self, call: Call) -> None:

@@ -15,6 +15,10 @@ Settings:
     worker-threads-max: Threads of one worker's call pool at most, bodies blocked on
         futures included (default 2048): the bound on threads, whatever the load.
     worker-thread-idle: An idle thread of a call pool exits after this long (default ``10s``).
+    embedded-dask-quiet: Start the embedded cluster without Dask's periodic work that
+        nalar does not need (worker profiler, work stealing, fast monitors; see
+        :data:`nalar_plugin.cluster.EMBEDDED_DASK`), which costs an idle process ~6% of a
+        core (default ``True``).
     worker-saturation: ``distributed.scheduler.worker-saturation`` for the embedded
         scheduler (default ``inf``), for tasks users submit to Dask themselves.
     policy: Name of the active policy (entry-point group ``nalar_plugin.policies``).
@@ -60,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "n-workers": None,
     "worker-slots": 1024,
     "worker-saturation": "inf",
+    "embedded-dask-quiet": True,
     "policy": "nalar",
     "tick-interval": "100ms",
     "dashboard": False,
@@ -102,6 +107,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "worker-slots": int,
         "worker-saturation": float,
         "processes": _bool,
+        "embedded-dask-quiet": _bool,
         "dashboard": _bool,
         "n-workers": lambda v: None if v is None else int(v),
         "seed": int,

@@ -23,6 +23,12 @@ with the original exception chained (``raise ... from exc``)::
 
 An exception raised *inside* a call is not wrapped: ``result()`` re-raises it with
 its original type and traceback.
+
+Warnings (each said once per object or component)::
+
+    NalarWarning (UserWarning)
+    ├── InProcessWarning (nalar_plugin.adapters)  a call asked to travel runs where it lives
+    └── UnjournaledWarning                         a result the journal cannot store
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DirectiveError",
     "NalarError",
+    "NalarWarning",
     "PluginError",
     "PolicyNotFoundError",
     "RuntimeStateError",
@@ -42,6 +49,7 @@ __all__ = [
     "StateCorruptedError",
     "StateError",
     "StateReadOnlyError",
+    "UnjournaledWarning",
     "UnsatisfiableResourcesError",
     "WorkerLostError",
 ]
@@ -109,3 +117,17 @@ class StateCorruptedError(StateError):
 
 class StateReadOnlyError(StateError, PermissionError):
     """The state directory cannot be written."""
+
+
+class NalarWarning(UserWarning):
+    """Base class of the warnings nalar-plugin gives."""
+
+
+class UnjournaledWarning(NalarWarning):
+    """A LangChain tool or model call returned a value the journal cannot store.
+
+    The app gets the value as it would without nalar; the call is not recorded,
+    so a resumed run runs it again. Declare the component ``idempotent=True``
+    (``rt.callback(directives=...)``) to say that is fine, or return data the
+    state serde can encode.
+    """

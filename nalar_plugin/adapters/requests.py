@@ -153,7 +153,8 @@ class AdapterCall:
     def options(self, deps: list[str], key: str | None, deployed: bool = False) -> dict[str, Any]:
         """Call options: session, priority, deadline, dependencies, key, extra."""
         info = self.info
-        extra: dict[str, Any] = {"adapter": self.kind}
+        # The app must get what it would get without nalar, journaled or not.
+        extra: dict[str, Any] = {"adapter": self.kind, "unjournaled_ok": True}
         if info.node:
             extra["langgraph_node"] = info.node
         if info.step is not None:

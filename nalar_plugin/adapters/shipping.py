@@ -28,7 +28,7 @@ from langchain_core.tools import BaseTool
 from langgraph.store.memory import InMemoryStore
 
 from ..context import new_id
-from ..errors import NalarError
+from ..errors import NalarError, NalarWarning
 from ..links import dumps
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-class InProcessWarning(UserWarning):
+class InProcessWarning(NalarWarning):
     """A tool or model could not be sent to a worker and runs in the caller's process."""
 
 
