@@ -505,8 +505,10 @@ class CallPath:
             logger.info("call %s (%s): another execution committed first; returning its result", ctx.call_id, call.key)
             self._replay(call, record)
 
-        self.state.commit(committed, key=call.key, arg_hash=call.arg_hash, session=ctx.session,
-                          call_id=ctx.call_id, attempt=ctx.attempt, result=result, ops=outcome.ops)
+        # A thread that is not an event loop writes the commit itself when the writer is idle.
+        self.state.commit(committed, lead=not _on_loop(), key=call.key, arg_hash=call.arg_hash,
+                          session=ctx.session, call_id=ctx.call_id, attempt=ctx.attempt, result=result,
+                          ops=outcome.ops)
 
     def _unjournaled(self, call: Call, exc: BaseException) -> None:
         component = call.context.component
@@ -667,6 +669,14 @@ class CallPath:
             self._release_claim(call)
             self._finish(call, "error", exception=RuntimeStateError(
                 f"the Runtime closed while call {call.context.call_id} was still running"))
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _value(fut: Future) -> Any:

@@ -31,6 +31,8 @@ __all__ = [
     "current_session",
     "enter_call",
     "exit_call",
+    "id_mark",
+    "made_since",
     "make_context",
     "new_id",
     "register_runtime",
@@ -44,6 +46,20 @@ _prefix = os.urandom(4).hex()
 def new_id(kind: str = "c") -> str:
     """Return a process-unique, cluster-unique id such as ``c-1a2b3c4d00f1-17``."""
     return f"{kind}-{_prefix}{os.getpid() % 0xFFFF:04x}-{next(_counter)}"
+
+
+def id_mark() -> int:
+    """A mark in this process's id sequence: :func:`made_since` tells ids made after it."""
+    return int(new_id("mark").rsplit("-", 1)[1])
+
+
+def made_since(ident: str, mark: int, kind: str = "s") -> bool:
+    """Whether ``ident`` was made by :func:`new_id` in this process after ``mark`` (nothing older knows it)."""
+    head = f"{kind}-{_prefix}{os.getpid() % 0xFFFF:04x}-"
+    if not ident.startswith(head):
+        return False
+    tail = ident[len(head):]
+    return tail.isdigit() and int(tail) > mark
 
 
 @dataclass

@@ -195,8 +195,10 @@ class CallThreads:
     A burst of short bodies is served by the threads there are; a new thread
     starts only when no thread is idle and the queue made no progress for a
     moment (its bodies block, or they run long), so short calls never pay for a
-    thread each, and blocking ones still get threads quickly (the pool doubles
-    while it is stalled). A body blocked on a future lends its slot at once.
+    thread each, and blocking ones still get threads quickly (one thread per
+    2 ms of stall, doubling once the stall passes 20 ms). A body blocked on a future lends its slot at once.
+    An idle thread waits on its own event, so a job is handed to exactly one
+    sleeper; it exits after ``idle_s`` without work.
 
     Args:
         slots: Bodies that run at once; a body blocked on a future does not count.
@@ -208,17 +210,18 @@ class CallThreads:
 
     _BASE: Final = 4  # threads started without waiting for a stall
     _STALL_S: Final = 0.002
+    _LONG_STALL_S: Final = 0.02
 
     def __init__(self, slots: int, max_threads: int, idle_s: float = 10.0, name: str = "nalar-call") -> None:
         self.slots = max(1, slots)
         self.max_threads = max(self.slots, max_threads)
         self.idle_s = idle_s
         self.name = name
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._stalled = threading.Condition(self._lock)  # the watcher waits on it
         self._queue: collections.deque[Callable[[], None]] = collections.deque()
+        self._sleepers: list[threading.Event] = []  # idle threads, each on its own event
         self._threads = 0
-        self._idle = 0  # threads waiting for a job
-        self._reserved = 0  # of those, woken for a job already queued
         self._running = 0  # bodies running and not blocked
         self._progress = time.monotonic()  # when a thread last took a job
         self._watching = False
@@ -232,7 +235,7 @@ class CallThreads:
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on a pool thread when a slot is free."""
-        with self._cond:
+        with self._lock:
             self._queue.append(fn)
             self._wake(eager=False)
 
@@ -248,74 +251,102 @@ class CallThreads:
         # Caller holds the lock.
         if not self._queue or self._running >= self.slots or self._closed:
             return
-        if self._idle > self._reserved and self._reserved < len(self._queue):
-            self._reserved += 1
-            self._cond.notify()
-        elif eager or self._threads < self._BASE:
+        if self._sleepers:
+            self._sleepers.pop().set()
+        elif eager or self._threads < min(self._BASE, self.slots):
             self._spawn(1)
-        elif not self._watching and self._threads < self.max_threads:
-            self._watching = True
-            threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True).start()
+        elif self._threads < self.max_threads:
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True).start()
+            else:
+                self._stalled.notify()
 
     def _watch(self) -> None:
-        """While the queue waits and makes no progress, start more threads."""
-        with self._cond:
+        """While jobs wait and the queue makes no progress, start more threads.
+
+        One watcher per pool, started on the first wait: it sleeps until woken
+        while nothing waits, and exits with the pool's last idle period.
+        """
+        with self._lock:
             try:
-                while self._queue and not self._closed and self._threads < self.max_threads:
-                    self._cond.wait(self._STALL_S)
-                    if self._idle > self._reserved or not self._queue or self._running >= self.slots:
+                while not self._closed:
+                    if not self._queue:
+                        if not self._stalled.wait(self.idle_s) and not self._queue:
+                            return
                         continue
-                    if time.monotonic() - self._progress >= self._STALL_S:
+                    self._stalled.wait(self._STALL_S)
+                    if not self._queue or self._running >= self.slots or self._threads >= self.max_threads:
+                        continue
+                    if self._sleepers:
+                        self._sleepers.pop().set()
+                        continue
+                    stalled = time.monotonic() - self._progress
+                    # A short stall may only be the GIL held elsewhere: one more thread.
+                    # A long one means the bodies block: double.
+                    if stalled >= self._LONG_STALL_S:
                         self._spawn(max(1, min(len(self._queue), self._threads)))
+                    elif stalled >= self._STALL_S:
+                        self._spawn(1)
             finally:
                 self._watching = False
 
     def _lend(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running -= 1
             self._wake(eager=True)  # the blocked body may wait for a queued one
 
     def _take_back(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running += 1
 
     def close(self) -> None:
         """Let every thread exit once the queue is empty."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._stalled.notify_all()
+            sleepers, self._sleepers = self._sleepers, []
+        for event in sleepers:
+            event.set()
+
+    def _next(self, event: threading.Event) -> Callable[[], None] | None:
+        """The next job for this thread, or ``None`` when it should exit."""
+        while True:
+            with self._lock:
+                if self._queue and self._running < self.slots:
+                    self._running += 1
+                    self._progress = time.monotonic()
+                    return self._queue.popleft()
+                if self._closed:
+                    return None
+                event.clear()
+                self._sleepers.append(event)
+            if event.wait(self.idle_s):
+                continue  # woken for a job (or to close)
+            with self._lock:
+                if event in self._sleepers:  # nobody handed it a job: leave
+                    self._sleepers.remove(event)
+                    return None
 
     def _work(self) -> None:
         set_wait_hook(_Slot(self))
+        event = threading.Event()
         try:
-            while True:
-                with self._cond:
-                    while not self._queue or self._running >= self.slots:
-                        if self._closed and not self._queue:
-                            return
-                        self._idle += 1
-                        woke = self._cond.wait(self.idle_s)
-                        self._idle -= 1
-                        if woke and self._reserved:
-                            self._reserved -= 1
-                        self._reserved = min(self._reserved, self._idle)
-                        if not woke and (not self._queue or self._running >= self.slots):
-                            return
-                    fn = self._queue.popleft()
-                    self._running += 1
-                    self._progress = time.monotonic()
+            while (fn := self._next(event)) is not None:
                 try:
                     fn()
                 except Exception:  # a job reports its own errors; this is a bug in the pool's caller
                     logger.exception("a call job failed outside its body")
                 finally:
                     del fn  # hold nothing of the job while waiting for the next
-                    with self._cond:
+                    with self._lock:
                         self._running -= 1
                         self._progress = time.monotonic()
         finally:
-            with self._cond:
+            with self._lock:
                 self._threads -= 1
+                # A job queued while this thread was leaving must not wait for a stall.
+                self._wake(eager=False)
             set_wait_hook(None)
 
 

@@ -106,13 +106,16 @@ class CallGraph:
 
     def _trim(self) -> None:
         excess = len(self._graphs) - self._cap
-        for session in list(self._graphs):
-            if excess <= 0:
-                return
-            if self._live.get(session):
-                continue
+        if excess <= 0:
+            return
+        victims = []
+        for session in self._graphs:  # oldest first
+            if not self._live.get(session):
+                victims.append(session)
+                if len(victims) >= excess:
+                    break
+        for session in victims:
             del self._graphs[session]
-            excess -= 1
 
     def mark(self, ctx: CallContext, status: str) -> None:
         """Set a call's status (``running``)."""

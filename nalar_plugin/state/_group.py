@@ -65,23 +65,46 @@ class GroupWriter:
         self._queue: list[tuple[Callable[[], Any], Done]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._writing = False  # a caller leads a transaction now
         self.batches = 0
         self.units = 0
 
-    def submit(self, work: Callable[[], Any], done: Done) -> None:
-        """Queue ``work``; ``done(result, error)`` runs on the writer thread once it is committed."""
+    def submit(self, work: Callable[[], Any], done: Done, *, lead: bool = False) -> None:
+        """Queue ``work``; ``done(result, error)`` runs once it is committed.
+
+        Args:
+            work: The unit of work.
+            done: Called with its result or its error, on the thread that committed it.
+            lead: The caller may commit itself (a thread that is not an event
+                loop): when nothing else is queued or being written, it runs the
+                transaction at once, in its own thread, instead of handing it to
+                the writer thread and back.
+        """
+        inline = False
         with self._cond:
             if self._closed:
-                closed = StateError("the journal is closed; nothing of this call was written")
+                closed: BaseException | None = StateError("the journal is closed; nothing of this call was written")
             else:
                 closed = None
-                self._queue.append((work, done))
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="nalar-journal-writer", daemon=True)
-                    self._thread.start()
-                self._cond.notify()
+                if lead and not self._queue and not self._writing:
+                    self._writing = inline = True
+                else:
+                    self._queue.append((work, done))
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._loop, name="nalar-journal-writer", daemon=True)
+                        self._thread.start()
+                    self._cond.notify()
         if closed is not None:
             done(None, closed)
+            return
+        if inline:
+            try:
+                self._run([(work, done)])
+            finally:
+                with self._cond:
+                    self._writing = False
+                    if self._queue:
+                        self._cond.notify()
 
     def run(self, work: Callable[[], T]) -> T:
         """Run ``work`` inside a store transaction shared with other callers; return its result.
@@ -108,8 +131,9 @@ class GroupWriter:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._closed:
-                    self._cond.wait(_IDLE_S)
+                while self._writing or (not self._queue and not self._closed):
+                    if not self._cond.wait(_IDLE_S) and not self._queue:
+                        break
                 if not self._queue:
                     self._thread = None
                     return

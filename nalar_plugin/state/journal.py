@@ -251,11 +251,14 @@ class Journal:
         staged = decode_ops(ops) if ops else []
         return self._group.run(lambda: self._commit(key, arg_hash, session, call_id, attempt, result, staged))
 
-    def commit_async(self, done: Callable[[Any, BaseException | None], None], **request: Any) -> None:
-        """Queue :meth:`commit` and return at once; ``done(outcome, error)`` runs on the writer thread.
+    def commit_async(self, done: Callable[[Any, BaseException | None], None], *, lead: bool = False,
+                     **request: Any) -> None:
+        """Queue :meth:`commit` and return at once; ``done(outcome, error)`` runs once it is written.
 
         ``outcome`` is what :meth:`commit` returns; ``error`` is the exception
-        it would raise (then nothing of the call was written).
+        it would raise (then nothing of the call was written). With ``lead``
+        the caller (never an event loop) may write it itself, see
+        :meth:`GroupWriter.submit`.
         """
         ops = request.pop("ops", None)
         try:
@@ -263,7 +266,7 @@ class Journal:
         except Exception as exc:
             done(None, exc)
             return
-        self._group.submit(lambda: self._commit(staged=staged, **request), done)
+        self._group.submit(lambda: self._commit(staged=staged, **request), done, lead=lead)
 
     def _commit(self, key: str | None, arg_hash: str, session: str, call_id: str, attempt: int,
                 result: tuple[str, bytes] | None, staged: list[Any]) -> tuple[JournalRecord | None, bool]:

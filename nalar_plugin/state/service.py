@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from nalar_plugin.context import id_mark, made_since
 from nalar_plugin.errors import ConfigError, StateError
 from nalar_plugin.state._encoding import join_key, unescape
 from nalar_plugin.state.journal import GcReport, Journal, JournalRecord, Retention
@@ -120,6 +121,7 @@ class StateService:
         self.journal = Journal(self.store, retention)
         self._active = active
         self._known: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
+        self._opened_at = id_mark()  # sessions made after this have no records yet
         self._known_lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -140,12 +142,15 @@ class StateService:
         """Find whether ``(key, arg_hash)`` committed; ``done(record, error)``, maybe at once.
 
         ``scoped`` says the key belongs to ``session`` (a key derived from the
-        session): then the session's index answers, from memory once loaded.
-        Other keys are looked up directly, on the writer thread.
+        session): then the session's index answers, from memory once loaded; a
+        session this process made after the service opened starts known and empty. Other keys are
+        looked up directly, on the writer thread.
         """
         if scoped:
             with self._known_lock:
                 known = self._known.get(session)
+                if known is None and made_since(session, self._opened_at):
+                    known = self._remember(session, set())
                 if known is not None:
                     self._known.move_to_end(session)
                     if (key, arg_hash) not in known:
@@ -174,11 +179,17 @@ class StateService:
             key, hash_ = k[len(base):].split(":")
             found.add((unescape(key), unescape(hash_)))
         with self._known_lock:
-            self._known[session] = found
-            while len(self._known) > _KNOWN_SESSIONS:
-                self._known.popitem(last=False)
+            self._remember(session, found)
 
-    def commit(self, done: Callable[[Any, BaseException | None], None], **request: Any) -> None:
+    def _remember(self, session: str, found: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        # Caller holds the lock.
+        self._known[session] = found
+        while len(self._known) > _KNOWN_SESSIONS:
+            self._known.popitem(last=False)
+        return found
+
+    def commit(self, done: Callable[[Any, BaseException | None], None], *, lead: bool = False,
+               **request: Any) -> None:
         """Queue a call's commit (see :meth:`Journal.commit_async`); ``done`` runs once it is written."""
         key, hash_, session = request.get("key"), request.get("arg_hash"), request.get("session")
 
@@ -190,7 +201,7 @@ class StateService:
                         known.add((key, str(hash_)))
             done(outcome, error)
 
-        self.journal.commit_async(committed, **request)
+        self.journal.commit_async(committed, lead=lead, **request)
 
     def forget_session(self, session: str) -> int:
         """Delete the journal records and the managed state of ``session``."""
