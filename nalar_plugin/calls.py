@@ -62,7 +62,7 @@ __all__ = ["CallPath", "HostedAddress", "InlineCall"]
 
 logger = logging.getLogger(__name__)
 
-_SEQUENCES: Final = 100_000  # top-level key counters kept (one per session in use)
+_SEQUENCES: Final = 20_000  # top-level key counters kept (one per session in use)
 
 
 class HostedAddress:

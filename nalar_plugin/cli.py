@@ -1,4 +1,4 @@
-"""The ``nalar`` command: ``demo``, ``policies``, ``bench``."""
+"""The ``nalar`` command: ``demo``, ``policies``, ``bench``, ``state``."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ from .bench.plots import latencies_of, plot_runs
 from .bench.research import ResearchSettings, bench_research, plot_research
 from .bench.research import format_table as format_research_table
 from .bench.runner import RunSettings, run
+from .bench.soak import bench_soak
 from .bench.workloads import workload
 from .demo import run_demo, run_research_demo
+from . import config as nalar_config
 from .errors import NalarError
 from .plugins import PluginManager
+from .state.journal import Retention
+from .state.service import StateService
 
 __all__ = ["main"]
 
@@ -63,6 +67,33 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 def _cmd_bench_calls(args: argparse.Namespace) -> int:
     data = bench_calls(args.n, repeat=args.repeat, progress=not args.no_progress, processes=args.processes or None)
     _write_json(data, args.json)
+    return 0
+
+
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    data = bench_soak(args.sessions, concurrency=args.concurrency, sample_every=args.sample_every,
+                      journal_max_sessions=args.journal_max_sessions, progress=not args.no_progress)
+    _write_json({k: v for k, v in data.items() if k != "samples"}, None)
+    if args.json:
+        _write_json(data, args.json, echo=False)
+    return 0
+
+
+def _cmd_state_gc(args: argparse.Namespace) -> int:
+    cfg = nalar_config.resolve(state_dir=args.state_dir, journal_max_age=args.max_age,
+                               journal_max_sessions=args.max_sessions)
+    retention = Retention(cfg["journal-max-age"], cfg["journal-max-sessions"])
+    # Takes the directory's lock: a Runtime that uses the directory now refuses it.
+    service = StateService(cfg["state-dir"], allowed_types=cfg["state-allowed-types"], retention=retention)
+    try:
+        before = len(service.journal.sessions())
+        report = service.gc()
+        after = len(service.journal.sessions())
+    finally:
+        service.close()
+    _write_json({"state_dir": str(cfg["state-dir"]), "sessions_before": before, "sessions_after": after,
+                 "sessions_forgotten": report.sessions, "keys_deleted": report.keys,
+                 "max_age_s": retention.max_age, "max_sessions": retention.max_sessions}, None)
     return 0
 
 
@@ -206,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--plot", metavar="FILE.png", help="write mean and P99 latency against rate here")
     rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rs.set_defaults(fn=_cmd_bench_research)
+    so = bsub.add_parser("soak", help="thousands of sessions: memory, threads and the state directory stay flat")
+    so.add_argument("--sessions", type=int, default=10_000, help="sessions to run")
+    so.add_argument("--concurrency", type=int, default=50, help="sessions in flight at once")
+    so.add_argument("--sample-every", type=int, default=500, help="sessions between samples")
+    so.add_argument("--journal-max-sessions", type=int, default=1000, help="sessions the journal keeps")
+    so.add_argument("--json", metavar="FILE", help="write the result (with every sample) here")
+    so.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    so.set_defaults(fn=_cmd_bench_soak)
     cmp = bsub.add_parser("compare", help="every system on the same seed; one table of ratios")
     cmp.add_argument("workload", choices=["financial", "router", "swe"])
     cmp.add_argument("--rps", type=_rates, help="offered rates R1,R2,... (default: the workload's sweep)")
@@ -215,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="router: the mean-latency bound of a sustained rate, times the lower bound")
     _workload_options(cmp)
     cmp.set_defaults(fn=_cmd_bench_compare)
+    st = sub.add_parser("state", help="the state directory")
+    stsub = st.add_subparsers(dest="state_command", required=True)
+    gc = stsub.add_parser("gc", help="apply the journal's retention rules now (no Runtime may use the directory)")
+    gc.add_argument("--state-dir", help="the state directory (default: nalar.state-dir)")
+    gc.add_argument("--max-age", help="forget records older than this, e.g. 7d (default: nalar.journal-max-age)")
+    gc.add_argument("--max-sessions", type=int,
+                    help="keep this many sessions, the newest (default: nalar.journal-max-sessions)")
+    gc.set_defaults(fn=_cmd_state_gc)
     return p
 
 

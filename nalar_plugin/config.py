@@ -40,7 +40,7 @@ Settings:
         forgotten, journal and managed state (default ``None``: no bound).
     journal-gc-interval: Period of the sweep that applies both rules (default ``60s``).
     session-cache: Idle sessions whose metrics and affinity the local controllers keep
-        (default 10000).
+        (default 4096).
     graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
     close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
         (default ``30s``).
@@ -81,7 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "journal-max-age": "7d",
     "journal-max-sessions": None,
     "journal-gc-interval": "60s",
-    "session-cache": 10000,
+    "session-cache": 4096,
     "graph-sessions": 1000,
     "close-timeout": "30s",
 }

@@ -50,3 +50,34 @@ def test_bench_control_writes_json(tmp_path: Path) -> None:
     assert data["futures_outstanding_at_ticks"] == 4096 and data["instances"] == 8 and data["ticks"] == 5
     assert 0 < data["tick_ms_p50"] <= data["tick_ms_max"]
     assert data["local_us_per_call"] > 0
+
+
+def test_bench_calls_reports_driver_cpu(tmp_path: Path) -> None:
+    path = tmp_path / "calls.json"
+    out = _nalar("bench", "calls", "--n", "100", "--repeat", "1", "--json", str(path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert data["journaled"] is True
+    assert data["driver_cpu_per_call_us"] > 0 and data["dask_driver_cpu_per_call_us"] > 0
+    assert set(data["sequential_ms_per_call"]) == {"nalar", "dask"}
+
+
+def test_state_gc_applies_the_retention_rules(tmp_path: Path) -> None:
+    import nalar_plugin as nl
+
+    from . import _workflows as w
+
+    state = tmp_path / "state"
+    with nl.Runtime(state_dir=str(state)) as rt:
+        for i in range(5):
+            with rt.session(f"s{i}"):
+                w.add(i, 1).result()
+        assert len(rt.journal.sessions()) == 5
+        busy = _nalar("state", "gc", "--state-dir", str(state), "--max-sessions", "2")
+        assert busy.returncode == 2 and "in use by another Runtime" in busy.stderr  # never under a live Runtime
+    out = _nalar("state", "gc", "--state-dir", str(state), "--max-sessions", "2")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["sessions_before"], report["sessions_after"], report["sessions_forgotten"]) == (5, 2, 3)
+    with nl.Runtime(state_dir=str(state)) as rt:
+        assert sorted(rt.journal.sessions()) == ["s3", "s4"]  # the newest are kept

@@ -122,7 +122,7 @@ class Recorder:
             whose data flow is kept while their root run has not ended.
     """
 
-    def __init__(self, cap: int = 20_000) -> None:
+    def __init__(self, cap: int = 10_000) -> None:
         self._lock = threading.Lock()
         self._cap = cap
         self._runs: OrderedDict[UUID, RunRecord] = OrderedDict()

@@ -63,36 +63,41 @@ class Call:
     worker: str | None = None  # where it runs (worker calls)
     timer: Any = None  # a pending retry
     admitted: bool = False
+    order: int = 0  # when its session became active: ties go to the older request
 
 
 class PriorityQueue:
-    """A heap of calls with O(1) lazy removal."""
+    """A heap of calls with O(1) lazy removal.
+
+    Entries order by priority (higher first), then by the call's session order
+    (the session that became active first: the older request), then by arrival.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Call]] = []
+        self._heap: list[tuple[float, int, int, Call]] = []
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
 
     def push(self, call: Call, priority: float, seq: int) -> None:
-        heapq.heappush(self._heap, (-priority, seq, call))
+        heapq.heappush(self._heap, (-priority, call.order, seq, call))
         call.queue = self
         call.qseq = seq
         self._n += 1
 
     def _clean(self) -> None:
         heap = self._heap
-        while heap and (heap[0][2].queue is not self or heap[0][2].qseq != heap[0][1]):
+        while heap and (heap[0][3].queue is not self or heap[0][3].qseq != heap[0][2]):
             heapq.heappop(heap)
 
-    def peek(self) -> tuple[float, int, Call] | None:
+    def peek(self) -> tuple[float, int, int, Call] | None:
         self._clean()
         return self._heap[0] if self._heap else None
 
     def pop(self) -> Call:
         self._clean()
-        call = heapq.heappop(self._heap)[2]
+        call = heapq.heappop(self._heap)[3]
         call.queue = None
         self._n -= 1
         return call
@@ -103,7 +108,7 @@ class PriorityQueue:
             call.queue = None
             self._n -= 1
             if len(self._heap) > 64 and len(self._heap) > 4 * self._n:
-                self._heap = [e for e in self._heap if e[2].queue is self and e[2].qseq == e[1]]
+                self._heap = [e for e in self._heap if e[3].queue is self and e[3].qseq == e[2]]
                 heapq.heapify(self._heap)
 
 
@@ -263,6 +268,9 @@ class ControlPlane:
             sess = self._session(ctx.session)
             if sess.priority_set:
                 ctx.priority = sess.priority
+            if ctx.session not in self._active:
+                sess.order = next(self._seq)  # a new request of the session starts here
+            call.order = sess.order
             sess.queued += 1
             self._active[ctx.session] = sess
             if ctx.deadline is not None:
@@ -359,14 +367,14 @@ class ControlPlane:
         free = [ctl for i in comp.instances if (ctl := self.instances[i]).free(now)]
         if not free:
             return None
-        best: tuple[float, int, Call] | None = None
+        best: tuple[float, int, int, Call] | None = None
         owner: LocalController | None = None
         for ctl in free:
             top = ctl.queue.peek()
-            if top is not None and (best is None or top[:2] < best[:2]):
+            if top is not None and (best is None or top[:3] < best[:3]):
                 best, owner = top, ctl
         shared = comp.shared.peek()
-        if shared is not None and (best is None or shared[:2] < best[:2]):
+        if shared is not None and (best is None or shared[:3] < best[:3]):
             call = comp.shared.pop()
             return call, self._choose(comp, free)
         if owner is None:

@@ -83,6 +83,7 @@ class SessionStats:
     priority_set: bool = False  # a decision set the priority (it then overrides the calls')
     expected_s: float | None = None  # the session's expected total service, if hinted
     migrations: int = 0
+    order: int = 0  # when the session last became active (its current request's arrival)
 
     @property
     def remaining_s(self) -> float | None:

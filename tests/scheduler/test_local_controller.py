@@ -69,7 +69,7 @@ def test_late_binding_instance_fixed_at_admission() -> None:
     plane.enqueue(make_call("b"))
     plane.enqueue(make_call("waiting"))
     waiting = plane._components["c"].shared.peek()
-    assert waiting is not None and waiting[2].instance is None  # not bound while it waits
+    assert waiting is not None and waiting[-1].instance is None  # not bound while it waits
     busy_b = dict(rec.admitted)["b"]
     finish(plane, rec, "b")  # whichever instance frees first gets it
     assert dict(rec.admitted)["waiting"] == busy_b
@@ -248,3 +248,22 @@ def test_route_decision_from_global_controller() -> None:
     gc.apply(Route("s", "c", "c/1"))
     plane.enqueue(make_call("x", session="s"))
     assert dict(rec.admitted)["x"] == "c/1"
+
+
+def test_ties_go_to_the_older_request_first() -> None:
+    rec = Recorder()
+    plane = ControlPlane(rec)
+    plane.add_component("c", instances=1, capacity=1)
+    plane.enqueue(make_call("old-1", session="old"))  # admitted
+    plane.enqueue(make_call("new-1", session="new"))  # the newer request arrives
+    plane.enqueue(make_call("old-2", session="old"))  # the older request's next call
+    finish(plane, rec, "old-1")
+    finish(plane, rec, "old-2")
+    # The older request's follow-up goes before the newer request's first call.
+    assert rec.order() == ["old-1", "old-2", "new-1"]
+    finish(plane, rec, "new-1")
+    plane.enqueue(make_call("hold", session="z"))  # keeps the slot
+    plane.enqueue(make_call("new-2", session="new"))
+    plane.enqueue(make_call("old-3", session="old"))  # the old session's next request is newer now
+    finish(plane, rec, "hold")
+    assert rec.order()[-2:] == ["hold", "new-2"]
