@@ -102,6 +102,17 @@ def _dispatcher_signature(fn: Any) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+@functools.lru_cache(maxsize=1024)
+def _body_facts(fn: Any) -> tuple[bool, str | None, inspect.Signature]:
+    """What a tool body's signature says (computed once per body function).
+
+    Returns:
+        Whether it takes ``run_manager``, its ``RunnableConfig`` parameter, and
+        the signature the dispatcher shows ``BaseTool.run``.
+    """
+    return "run_manager" in inspect.signature(fn).parameters, _config_param(fn), _dispatcher_signature(fn)
+
+
 class _ToolCall:
     """The body of one intercepted tool call, and what it needs to run as a nalar call."""
 
@@ -111,8 +122,7 @@ class _ToolCall:
         self.method = method
         self.tool_call_id = tool_call_id
         self.fn = original(type(tool), method)
-        self.wants = "run_manager" in inspect.signature(self.fn).parameters
-        self.config_param = _config_param(self.fn)
+        self.wants, self.config_param, self.signature = _body_facts(self.fn)
 
     def kwargs_for(self, kwargs: dict[str, Any], run_manager: Any) -> dict[str, Any]:
         return {**kwargs, "run_manager": run_manager} if self.wants else kwargs
@@ -183,7 +193,9 @@ def _tool_sync(spec: _ToolCall, args: tuple[Any, ...], kwargs: dict[str, Any], r
         inline.fail(exc)
         raise
     inline.finish(result, ops)
-    value = inline.value()
+    # Without staged writes nothing later depends on the commit: the body's own
+    # value goes back at once while the journal writes it (see requests.py).
+    value = inline.value() if ops else result
     call.note(inline.future.call_id, spec.tool_call_id)
     return _tool_result(spec.tool, value)
 
@@ -219,7 +231,7 @@ async def _tool_async(spec: _ToolCall, args: tuple[Any, ...], kwargs: dict[str, 
         inline.fail(exc)
         raise
     inline.finish(result, ops)
-    value = await inline.future
+    value = await inline.future if ops else result
     call.note(inline.future.call_id, spec.tool_call_id)
     return _tool_result(spec.tool, value)
 
@@ -235,7 +247,7 @@ def _dispatcher(spec: _ToolCall, is_async: bool) -> Any:
     else:
         def dispatch(*args: Any, run_manager: Any = None, **kwargs: Any) -> Any:  # type: ignore[misc]
             return _tool_sync(spec, args, kwargs, run_manager)
-    dispatch.__signature__ = _dispatcher_signature(spec.fn)  # type: ignore[attr-defined]
+    dispatch.__signature__ = spec.signature  # type: ignore[attr-defined]
     dispatch.__annotations__ = {spec.config_param: RunnableConfig} if spec.config_param else {}
     return dispatch
 

@@ -10,7 +10,12 @@ path, one of two ways:
   (capacity, priority, the instance of a deployed model), the journal answers
   for it (a tool call that committed is not run again on a resumed run), and
   then the caller runs the body itself, in its own thread or event loop, with
-  its own callbacks: nothing of the app changes but when the body starts.
+  its own callbacks: nothing of the app changes but when the body starts. A
+  tool's result is committed by the journal's writer; the caller waits for
+  that commit only when the body staged managed-state writes (a later call
+  must read them). Otherwise it goes on at once: a process that dies before
+  the commit lands runs the call again on resume, as it would had it died
+  during the body, and a call that committed is never run again.
 * **shipped** to a worker process (a model deployed with ``rt.deploy_model`` on
   a cluster of worker processes, or ``rt.callback(ship=...)``): the body runs
   on the worker the dispatcher picks, and its callback events are replayed in

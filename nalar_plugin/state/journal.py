@@ -116,10 +116,12 @@ class GcReport(NamedTuple):
     Attributes:
         sessions: Sessions forgotten by the count rule.
         keys: Keys deleted in all (records, index entries, managed state, expired rows).
+        forgotten: The names of those sessions.
     """
 
     sessions: int
     keys: int
+    forgotten: tuple[str, ...] = ()
 
 
 class Claims:
@@ -345,16 +347,16 @@ class Journal:
             return GcReport(0, removed)
         by_age = sorted(self.sessions().items(), key=lambda kv: kv[1])
         excess = len(by_age) - limit
-        forgotten = 0
+        forgotten: list[str] = []
         for session, _ in by_age:
-            if forgotten >= excess:
+            if len(forgotten) >= excess:
                 break
             if active(session):
                 continue
             with self._writing():
                 removed += self._forget(session)
-            forgotten += 1
-        return GcReport(forgotten, removed)
+            forgotten.append(session)
+        return GcReport(len(forgotten), removed, tuple(forgotten))
 
     def _index(self, session: str) -> Iterator[tuple[str, str]]:
         base = join_key(_SESSION_PREFIX, session) + ":"

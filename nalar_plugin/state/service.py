@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 LOCK_NAME: Final = "runtime.lock"
 _SESSION_PREFIX: Final = "journal-session:"
 _KNOWN_SESSIONS: Final = 4096  # sessions whose committed calls are known in memory
+_ALL_SESSIONS: Final = 200_000  # up to this many, every session with records is known by name
 
 
 def parse_allowed_types(names: Any) -> list[tuple[str, ...]]:
@@ -123,6 +124,7 @@ class StateService:
         self._known: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._opened_at = id_mark()  # sessions made after this have no records yet
         self._known_lock = threading.Lock()
+        self._with_records = self._sessions_with_records()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.closed = False
@@ -149,7 +151,8 @@ class StateService:
         if scoped:
             with self._known_lock:
                 known = self._known.get(session)
-                if known is None and made_since(session, self._opened_at):
+                if known is None and (made_since(session, self._opened_at) or (
+                        self._with_records is not None and session not in self._with_records)):
                     known = self._remember(session, set())
                 if known is not None:
                     self._known.move_to_end(session)
@@ -168,6 +171,15 @@ class StateService:
         if scoped:
             self._load(session)
         return self.journal.lookup(key, arg_hash)
+
+    def _sessions_with_records(self) -> set[str] | None:
+        """Every session the journal holds records of, or ``None`` when there are too many to keep."""
+        found: set[str] = set()
+        for k in self.store.keys(_SESSION_PREFIX):
+            found.add(unescape(k[len(_SESSION_PREFIX):].split(":", 1)[0]))
+            if len(found) > _ALL_SESSIONS:
+                return None
+        return found
 
     def _load(self, session: str) -> None:
         with self._known_lock:
@@ -196,6 +208,10 @@ class StateService:
         def committed(outcome: Any, error: BaseException | None) -> None:
             if error is None and key is not None:
                 with self._known_lock:
+                    if self._with_records is not None:
+                        self._with_records.add(str(session))
+                        if len(self._with_records) > _ALL_SESSIONS:
+                            self._with_records = None  # too many to name: read each new session's index
                     known = self._known.get(str(session))
                     if known is not None:
                         known.add((key, str(hash_)))
@@ -207,6 +223,8 @@ class StateService:
         """Delete the journal records and the managed state of ``session``."""
         with self._known_lock:
             self._known.pop(session, None)
+            # The name stays in the set of sessions with records (a superset is safe:
+            # it only costs one read of the session's index on its next call).
         return self.journal.forget_session(session)
 
     def gc(self) -> GcReport:
@@ -214,6 +232,9 @@ class StateService:
         report = self.journal.gc(active=self._active)
         with self._known_lock:
             self._known.clear()
+            if self._with_records is not None:
+                # Sessions whose records expired by age stay named: a superset is safe.
+                self._with_records.difference_update(report.forgotten)
         return report
 
     def _sweep(self, interval: float) -> None:
