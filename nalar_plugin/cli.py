@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--seed", type=int, default=0, help="seed of the requests and the model's answers")
     rs.add_argument("--time-scale", type=float, default=0.3,
                     help="wall seconds per model second of the engines (0.3: a 1k/130-token call takes ~0.65 s)")
-    rs.add_argument("--capacity", type=int, default=8, help="nalar: admitted calls per replica (8)")
+    rs.add_argument("--capacity", type=int, help="nalar: admitted calls per replica (default: max batch + 2)")
     rs.add_argument("--drain", type=float, help="wall seconds to wait past the last arrival (60 + 2x duration)")
     rs.add_argument("--systems", default="langgraph,nalar", help="systems to run, comma-separated")
     rs.add_argument("--json", metavar="FILE", help="write the result here")

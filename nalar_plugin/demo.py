@@ -132,7 +132,7 @@ def run_research_demo(*, quick: bool = False, processes: bool = False, progress:
     print_fn(f"on {settings.replicas} simulated LLM replicas, ChatOpenAI clients, seeded Poisson arrivals at "
              f"{', '.join(f'{r:g}' for r in settings.rps)} requests/s for {settings.duration_s:g} s each.")
     print_fn("langgraph: app.ainvoke per request, the app's own round robin over the replicas.")
-    print_fn(f"nalar:     the same app with rt.callback(); rt.deploy_model('llm', llms, capacity={settings.capacity}) "
+    print_fn(f"nalar:     the same app with rt.callback(); rt.deploy_model('llm', llms, capacity={settings.slots()}) "
              "picks each call's replica.\n")
     data = bench_research(settings)
     for line in _demo_table(data):

@@ -114,6 +114,7 @@ class Runtime:
         retention = Retention(_seconds(cfg["journal-max-age"]), cfg["journal-max-sessions"])
         # The state directory is checked first: a bad one fails before any cluster starts.
         self.plane = ControlPlane(self._dispatch, seed=cfg["seed"], session_cap=cfg["session-cache"],
+                                  affinity_slack=getattr(self.policy, "affinity_slack", None),
                                   fail=lambda call, exc: self.calls.fail(call, exc))
         try:
             self.state = StateService(cfg["state-dir"], allowed_types=cfg["state-allowed-types"],
@@ -238,6 +239,7 @@ class Runtime:
         self.policy, self.policy_name = obj, getattr(obj, "name", type(obj).__name__)
         self.controller.policy = obj
         self.plane.chooser = obj.choose
+        self.plane.affinity_slack = getattr(obj, "affinity_slack", None)
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> str:
         """Register a pluggy plugin (validated now; see :mod:`nalar_plugin.hookspecs`)."""

@@ -299,7 +299,9 @@ class ResearchSettings:
         seed: Seed of the schedule and the model's answers.
         time_scale: Wall seconds per model second of the engines and the search tool
             (0.3: a 1k-token prompt with 130 output tokens takes about 0.65 s).
-        capacity: The nalar system's admitted calls per replica.
+        capacity: The nalar system's admitted calls per replica (default: the engines'
+            ``max_batch`` plus 2, so a call waits in each engine while the next one is
+            admitted: the admission round trip never leaves a batch slot idle).
         systems: Systems to run (``langgraph``, ``nalar``).
         drain_s: Wall seconds to wait past the last arrival; unfinished requests fail.
         max_batch: Batch slots per engine.
@@ -314,7 +316,7 @@ class ResearchSettings:
     replicas: int = 4
     seed: int = 0
     time_scale: float = 0.3
-    capacity: int = 8
+    capacity: int | None = None
     systems: tuple[str, ...] = SYSTEMS
     drain_s: float | None = None
     max_batch: int = 16
@@ -322,6 +324,10 @@ class ResearchSettings:
     processes: bool = False
     progress: bool = True
     nalar_config: dict[str, Any] = field(default_factory=dict)
+
+    def slots(self) -> int:
+        """The admitted calls per replica (see ``capacity``)."""
+        return self.capacity if self.capacity is not None else self.max_batch + 2
 
     def drain(self) -> float:
         """Wall seconds to wait past the last arrival (default: 60 s plus twice the duration)."""
@@ -422,7 +428,7 @@ def bench_research(settings: ResearchSettings) -> dict[str, Any]:
             for system in s.systems:
                 bar.set_description(f"research {system} {rate:g} rps")
                 spec = {"system": system, "rps": rate, "duration_s": s.duration_s, "seed": s.seed,
-                        "time_scale": s.time_scale, "capacity": s.capacity, "drain_s": s.drain(),
+                        "time_scale": s.time_scale, "capacity": s.slots(), "drain_s": s.drain(),
                         "keep_answers": s.keep_answers, "processes": s.processes, "nalar_config": s.nalar_config}
                 with Replicas(s.replicas, s.time_scale, s.seed, max_batch=s.max_batch) as replicas:
                     runs[system].append(_run_child(spec, replicas, bar))
@@ -443,7 +449,7 @@ def _report(s: ResearchSettings, runs: dict[str, list[dict[str, Any]]],
     columns = list(zip(*runs.values()))
     return {
         "benchmark": "research", "seed": s.seed, "time_scale": s.time_scale, "duration_s": s.duration_s,
-        "replicas": s.replicas, "max_batch": s.max_batch, "capacity": s.capacity, "systems": list(s.systems),
+        "replicas": s.replicas, "max_batch": s.max_batch, "capacity": s.slots(), "systems": list(s.systems),
         "rps": list(s.rps),
         "units": {"latency_s": "wall seconds from scheduled arrival to completion",
                   "rps": "requests per wall second, open-loop Poisson",

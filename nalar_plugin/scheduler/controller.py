@@ -175,7 +175,8 @@ class ControlPlane:
     """
 
     def __init__(self, dispatch: Callable[[Call, LocalController], None], *, seed: int = 0,
-                 fail: Callable[[Call, BaseException], None] | None = None, session_cap: int = 10_000) -> None:
+                 fail: Callable[[Call, BaseException], None] | None = None, session_cap: int = 10_000,
+                 affinity_slack: int | None = None) -> None:
         self._dispatch = dispatch
         self._fail = fail
         self._lock = threading.RLock()
@@ -186,6 +187,7 @@ class ControlPlane:
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
         self._sessions: OrderedDict[str, SessionStats] = OrderedDict()
         self.session_cap = session_cap
+        self.affinity_slack = affinity_slack  # None: affinity never yields
         self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
         self._queued: dict[str, dict[int, Call]] = {}  # session -> its queued calls
         # The policy's admission-time choice of instance (local enforcement), if any.
@@ -280,9 +282,29 @@ class ControlPlane:
                 sess.expected_s = float(hint)
             routed = self._routes.get((ctx.session, ctx.component))
             ctl = self.instances.get(routed) if routed is not None else None
+            if ctl is not None and not ctl.draining and self._spills(comp, ctl):
+                ctl = None  # its instance is full and another has room: affinity yields
+                call.extra["spilled"] = True
             self._push(ctl.queue if ctl is not None and not ctl.draining else comp.shared, call)
             self._queued.setdefault(ctx.session, {})[id(call)] = call
         self._admit(ctx.component)
+
+    def _spills(self, comp: _Component, ctl: LocalController) -> bool:
+        """Whether a call bound to ``ctl`` should wait in the shared queue instead (caller holds the lock).
+
+        Affinity keeps a session's context (a prefix cache) on one instance; it
+        is not worth waiting behind a full instance while another of the same
+        component is clearly less loaded. ``affinity_slack`` sets "clearly":
+        calls of load difference, or a quarter of the capacity if more.
+        """
+        if self.affinity_slack is None or ctl.capacity is None:
+            return False
+        load = len(ctl.queue) + ctl.in_flight
+        if load < ctl.capacity:
+            return False
+        least = min((len(c.queue) + c.in_flight for i in comp.instances
+                     if (c := self.instances[i]) is not ctl and not c.draining), default=None)
+        return least is not None and load - least > max(self.affinity_slack, ctl.capacity // 4)
 
     def _session(self, session: str) -> SessionStats:
         s = self._sessions.get(session)
@@ -401,8 +423,14 @@ class ControlPlane:
                 sess.queued -= 1
                 sess.in_flight += 1
                 sess.waiting_s += call.admitted_at - call.enqueued_at
-                if call.stateful and (ctx.session, component) not in self._routes:
-                    self._routes[(ctx.session, component)] = ctl.instance
+                if call.stateful:
+                    # Affinity follows the session to where its calls run (a call that
+                    # spilled from a full instance moves it).
+                    old = self._routes.get((ctx.session, component))
+                    if old != ctl.instance:
+                        self._routes[(ctx.session, component)] = ctl.instance
+                        if old is not None:
+                            sess.migrations += 1
                 sess.location[component] = ctl.instance
             try:
                 self._dispatch(call, ctl)

@@ -36,6 +36,10 @@ class Policy:
     """
 
     name = "policy"
+    # Local enforcement of affinity: a call bound to its session's instance moves
+    # to a less loaded one when that instance is full and the other has more than
+    # this many calls (or a quarter of the capacity) less. ``None``: it never does.
+    affinity_slack: int | None = None
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         """Return this tick's decisions (called by the global controller); none by default."""
@@ -64,6 +68,7 @@ class LeastLoadedPolicy(Policy):
     """Power of two choices: an unbound call goes to the less loaded (queue + in flight) of two instances."""
 
     name = "least_loaded"
+    affinity_slack = 1
 
     def __init__(self, seed: int = 0) -> None:
         self._rng = random.Random(seed)
@@ -77,6 +82,8 @@ class LeastLoadedPolicy(Policy):
 
 class MigratePolicy(Policy):
     """Move sessions off an instance whose queue blocks them while another instance of the component has room."""
+
+    affinity_slack = 1
 
     name = "migrate"
 
@@ -277,6 +284,7 @@ class NalarPolicy(Policy):
     """The default: least_loaded routing, migration off blocked instances, and re-allocation."""
 
     name = "nalar"
+    affinity_slack = 1
 
     def __init__(self) -> None:
         self.least_loaded = LeastLoadedPolicy()

@@ -267,3 +267,22 @@ def test_ties_go_to_the_older_request_first() -> None:
     plane.enqueue(make_call("old-3", session="old"))  # the old session's next request is newer now
     finish(plane, rec, "hold")
     assert rec.order()[-2:] == ["hold", "new-2"]
+
+
+def test_affinity_yields_when_its_instance_is_full_and_another_has_room() -> None:
+    rec = Recorder()
+    plane = ControlPlane(rec, affinity_slack=1)  # what least_loaded, migrate and nalar enforce
+    plane.add_component("c", instances=2, capacity=2)
+    plane.route("s", "c", "c/0")
+    for i in range(4):
+        plane.enqueue(make_call(f"s{i}", session="s", stateful=True))
+    placed = dict(rec.admitted)
+    # c/0 fills up; the third call does not wait behind it while c/1 is idle.
+    assert [placed[f"s{i}"] for i in range(3)] == ["c/0", "c/0", "c/1"]
+    assert plane.snapshot().sessions["s"].migrations == 1  # affinity moved with it
+    stuck = ControlPlane(Recorder(), affinity_slack=None)
+    stuck.add_component("c", instances=2, capacity=2)
+    stuck.route("s", "c", "c/0")
+    for i in range(3):
+        stuck.enqueue(make_call(f"s{i}", session="s", stateful=True))
+    assert stuck.instances["c/1"].in_flight == 0  # with affinity that never yields, it waits
