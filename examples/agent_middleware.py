@@ -1,8 +1,10 @@
 """A ``create_agent`` app served by nalar through its middleware.
 
 The agent is the one LangChain builds; adding ``rt.middleware()`` makes its model
-calls and tool calls nalar futures on a Dask cluster. The two tool calls of the
-first answer run in parallel on the workers.
+calls and tool calls nalar calls: admitted and ordered by the controllers, journaled,
+recorded in the session's graph. They run where they live (in the agent), so the
+agent behaves exactly as without nalar; the two tool calls of the first answer run
+in parallel, as LangGraph runs them.
 
 Run: ``python examples/agent_middleware.py``
 """
@@ -93,7 +95,7 @@ def main(processes: bool = False, state_dir: str | None = None) -> dict[str, Any
             final = agent.invoke(QUESTION, {"configurable": {"thread_id": thread}})
             graph = rt.graph(thread)
     print("answer:", final["messages"][-1].content)
-    print("tools ran on:", tool_workers(final["messages"]))
+    print("tools ran on workers:", tool_workers(final["messages"]), "(None: where they live)")
     show(graph)
     return {"plain": plain, "final": final, "graph": graph, "session": thread}
 

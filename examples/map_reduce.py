@@ -1,8 +1,9 @@
 """A map-reduce graph: one ``Send`` task per topic, then a summary by the model.
 
-Each research task calls a tool; with ``rt.callback()`` the tool calls run as
-parallel futures on the workers, and the summary's model call depends on all
-of them in the session's graph.
+Each research task calls a tool; with ``rt.callback()`` the tool calls are nalar
+calls that run in parallel where they live (LangGraph's tasks), admitted by the
+controllers, and the summary's model call depends on all of them in the
+session's graph.
 
 Run: ``python examples/map_reduce.py``
 """

@@ -2,7 +2,7 @@
 
 The parent graph introduces the task, runs a compiled ReAct subgraph as one of
 its nodes, and reports. The callback reaches the subgraph through LangGraph's
-config, so the subgraph's model and tool calls are nalar futures, and the first
+config, so the subgraph's model and tool calls are nalar calls, and the first
 model call of the subgraph depends on what ran before it in the parent graph.
 
 Run: ``python examples/subgraph.py``

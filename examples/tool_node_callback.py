@@ -1,8 +1,9 @@
 """A ``StateGraph`` with a ``ToolNode``, served by nalar through a callback.
 
 The graph is plain LangGraph. Adding ``rt.callback()`` to the run's callbacks is
-the only change: every model call and tool call of that run becomes a future on
-the Dask cluster, and the session is the run's ``thread_id``.
+the only change: every model call and tool call of that run becomes a nalar call
+(admitted by the controllers, journaled, in the session's graph), and the session
+is the run's ``thread_id``.
 
 Run: ``python examples/tool_node_callback.py``
 """
