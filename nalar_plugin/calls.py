@@ -304,7 +304,10 @@ class CallPath:
             self._calls[ctx.call_id] = call
         self.graph.record(ctx)
         fut._canceller = functools.partial(self._cancel, call)
-        self.plane.ensure_component(component, directives.max_concurrency)
+        # min_instances and max_instances act here: the component starts with that many
+        # instances (each admitting max_concurrency calls) and never grows past the bound.
+        self.plane.ensure_component(component, directives.max_concurrency, directives.min_instances,
+                                    directives.max_instances)
         self.plugins.notify("nalar_call_created", call=call)
         try:
             reason = self.plugins.hook.nalar_call_veto(call=call) if self.plugins.implemented("nalar_call_veto") else None
@@ -624,8 +627,9 @@ class CallPath:
         if call.admitted and not call.inline:
             # Running: the body is cancelled on its worker; its slot is held until
             # it really ends (its outcome arrives), so capacity stays true.
-            self._cancel_remote(call)
+            # The future first: the body's own CancelledError must find it cancelled.
             self._finish(call, CANCELLED, exception=exc, free_slot=False)
+            self._cancel_remote(call)
             return True
         # Waiting for its inputs, or for the journal, or an inline call (its caller cancels the body).
         self._release_claim(call)

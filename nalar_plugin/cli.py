@@ -24,7 +24,7 @@ from .bench.workloads import workload
 from .demo import run_demo, run_research_demo
 from . import config as nalar_config
 from .errors import NalarError
-from .plugins import PluginManager
+from .plugins import policy_entry_points
 from .state.journal import Retention
 from .state.service import StateService
 
@@ -57,7 +57,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_policies(args: argparse.Namespace) -> int:
-    for name, cls in sorted(PluginManager().policies().items()):
+    for name, cls, error in sorted(policy_entry_points(), key=lambda p: p[0]):
+        if cls is None:
+            print(f"{name:<16} BROKEN: {error}")
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()
         summary = doc[0] if doc else ""
         print(f"{name:<16} {summary}")

@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 
 from .errors import ClusterError, RuntimeStateError
 
-__all__ = ["EMBEDDED_DASK", "close_cluster", "connect"]
+__all__ = ["EMBEDDED_DASK", "check_main_guard", "close_cluster", "connect"]
 
 _QUIET = ("distributed.scheduler", "distributed.core", "distributed.worker", "distributed.nanny")
 
@@ -35,7 +35,7 @@ EMBEDDED_DASK: dict[str, Any] = {
 }
 
 
-def _check_main_guard() -> None:
+def check_main_guard() -> None:
     """Refuse to start worker processes from a process that is itself a spawned child.
 
     Dask starts worker processes by *spawning* them: each child imports the
@@ -43,9 +43,10 @@ def _check_main_guard() -> None:
     at module level without ``if __name__ == "__main__":`` would then start a
     cluster inside every child, and Dask fails with "Nanny failed to start".
     """
-    if multiprocessing.parent_process() is None:
-        return
-    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+    in_worker = multiprocessing.current_process().name.startswith("Dask Worker process")
+    respawned = (multiprocessing.parent_process() is not None
+                 and getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__")
+    if in_worker or respawned:
         raise RuntimeStateError(
             "Runtime(processes=True) was started while a worker process imported the main script: "
             "put the code that makes the Runtime under `if __name__ == \"__main__\":` (Dask starts "
@@ -66,7 +67,7 @@ def connect(config: dict[str, Any], address: str | None, security: Any) -> tuple
             return None, Client(address, security=security, set_as_default=False, timeout="30s")
         processes = bool(config["processes"])
         if processes:
-            _check_main_guard()
+            check_main_guard()
         n = config["n-workers"] or (2 if processes else 1)
         settings = {"distributed.scheduler.worker-saturation": config["worker-saturation"]}
         if config["embedded-dask-quiet"]:
@@ -93,7 +94,12 @@ def connect(config: dict[str, Any], address: str | None, security: Any) -> tuple
     except (OSError, RuntimeError, TimeoutError) as exc:
         if cluster is not None:
             cluster.close()
-        raise ClusterError(f"could not reach the Dask cluster at {address or 'the embedded LocalCluster'}: {exc}") from exc
+        hint = ""
+        if address is None and config["processes"] and getattr(sys.modules.get("__main__"), "__file__", None):
+            hint = (". If the script makes the Runtime at module level, put that code under "
+                    "`if __name__ == \"__main__\":`: Dask starts worker processes by importing the script again")
+        raise ClusterError(
+            f"could not reach the Dask cluster at {address or 'the embedded LocalCluster'}: {exc}{hint}") from exc
 
 
 def close_cluster(cluster: Any, client: Any) -> None:

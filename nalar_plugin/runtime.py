@@ -30,7 +30,7 @@ from dask.utils import parse_timedelta
 from . import config as _config
 from .adapters.service import AdapterService
 from .calls import CallPath
-from .cluster import close_cluster, connect
+from .cluster import check_main_guard, close_cluster, connect
 from .components import ComponentHandle, Components, DriverRequests, LocalSink
 from .context import _options_var, _session_var, active_runtime, new_id, register_runtime, unregister_runtime
 from .dispatch import Dispatcher
@@ -104,6 +104,8 @@ class Runtime:
             tick_interval=tick_interval, state_dir=state_dir, **settings,
         )
         cfg = self.config
+        if cfg["processes"] and address is None:
+            check_main_guard()  # before anything else: a spawned worker importing the script stops here
         self.token = new_id("rt")
         self.closed = False
         self.plugins = PluginManager()

@@ -43,10 +43,12 @@ class Directives:
     Attributes:
         kind: ``"agent"`` or ``"tool"``.
         stateful: The component keeps per-session state (session affinity).
-        batchable: Calls may be batched by the instance.
-        preemptable: A running call may be preempted by the controllers.
-        min_instances: Instances the controllers keep at least.
-        max_instances: Instances the controllers allow at most (``None``: no bound).
+        batchable: Calls may be batched by the instance (refused: not carried out yet).
+        preemptable: A running call may be preempted (refused: not carried out yet).
+        min_instances: Instances the component starts with (each admits
+            ``max_concurrency`` calls at once).
+        max_instances: Instances the component may ever have, provisioning included
+            (``None``: no bound).
         resources: Dask worker resources one call needs, e.g. ``{"GPU": 1}``.
         idempotent: The call may run again freely (no journal replay needed).
         max_concurrency: Concurrent calls per instance (``None``: no bound).
@@ -71,8 +73,13 @@ class Directives:
         for flag in ("stateful", "batchable", "preemptable", "idempotent"):
             if not isinstance(getattr(self, flag), bool):
                 raise bad(flag, "must be True or False")
-        if not _is_int(self.min_instances) or self.min_instances < 0:
-            raise bad("min_instances", "must be an integer >= 0")
+        for flag in ("batchable", "preemptable"):
+            # A directive must act or be refused: these are not carried out yet.
+            if getattr(self, flag):
+                raise bad(flag, "is not supported by this version of nalar-plugin (calls are neither batched "
+                                "nor preempted); leave it False")
+        if not _is_int(self.min_instances) or self.min_instances < 1:
+            raise bad("min_instances", "must be an integer >= 1 (a component needs an instance to run on)")
         if self.max_instances is not None:
             if not _is_int(self.max_instances) or self.max_instances < 1:
                 raise bad("max_instances", "must be an integer >= 1 or None")

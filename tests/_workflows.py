@@ -147,3 +147,47 @@ class Box:
 @nl.agent(idempotent=True)
 def make_box(n: int) -> Box:
     return Box(n)
+
+
+@nl.agent(min_instances=2, max_instances=2, max_concurrency=1, idempotent=True)
+def pair_sleep(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x
+
+
+class Refused(Exception):
+    """An exception whose constructor takes other arguments than its message."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@nl.tool(idempotent=True)
+def refuse(code: int) -> None:
+    raise Refused(code, "not today")
+
+
+@nl.tool(idempotent=True)
+def echo(x: Any) -> Any:
+    return x
+
+
+@nl.agent(max_concurrency=1)
+def one_at_a_time(path: str, seconds: float) -> str:
+    time.sleep(seconds)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("ran\n")
+    return "done"
+
+
+@nl.tool
+async def long_wait(flag: str, seconds: float) -> str:
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        with open(flag, "w", encoding="utf-8") as fh:
+            fh.write("cancelled")
+        raise
+    return "slept"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,9 @@ async def test_no_runtime_async_stub_is_awaitable() -> None:
     [
         ({"stateful": "yes"}, "stateful"),
         ({"min_instances": -1}, "min_instances"),
+        ({"min_instances": 0}, "needs an instance"),
+        ({"batchable": True}, "batchable=True is not supported"),
+        ({"preemptable": True}, "preemptable=True is not supported"),
         ({"max_instances": 0}, "max_instances"),
         ({"min_instances": 3, "max_instances": 2}, "below min_instances"),
         ({"resources": ["GPU"]}, "resources"),
@@ -50,10 +54,9 @@ def test_bad_directives_fail_clearly(directives: dict, message: str) -> None:
 
 
 def test_good_directives_are_kept() -> None:
-    stub = nl.agent(stateful=True, batchable=True, preemptable=True, min_instances=2, max_instances=4,
-                    resources={"GPU": 0.5})(lambda x: x)
+    stub = nl.agent(stateful=True, min_instances=2, max_instances=4, resources={"GPU": 0.5})(lambda x: x)
     d = stub.directives
-    assert (d.stateful, d.batchable, d.preemptable, d.min_instances, d.max_instances) == (True, True, True, 2, 4)
+    assert (d.stateful, d.batchable, d.preemptable, d.min_instances, d.max_instances) == (True, False, False, 2, 4)
     assert d.resources == {"GPU": 0.5}
     assert nl.tool(idempotent=True)(lambda: 1).directives.idempotent is True
     with pytest.raises(DirectiveError):
@@ -68,3 +71,15 @@ def test_stub_options_are_validated() -> None:
         assert fut.context.priority == 3 and fut.context.session == "opt-s"
         assert fut.result() == 2
         assert rt.graph("opt-s").nodes[0]["priority"] == 3
+
+
+def test_min_and_max_instances_act(tmp_path: Any) -> None:
+    from nalar_plugin.errors import ConfigError
+
+    with nl.Runtime(state_dir=str(tmp_path / "state")) as rt:
+        futs = [w.pair_sleep(i, 0.2) for i in range(4)]  # min_instances=2, one call each at once
+        assert nl.value(futs) == [0, 1, 2, 3]
+        assert rt.instances("pair_sleep") and len(rt.instances("pair_sleep")) == 2
+        assert {f.context.executor for f in futs} == {"pair_sleep/0", "pair_sleep/1"}
+        with pytest.raises(ConfigError, match="max_instances=2"):
+            rt.plane.add_instance("pair_sleep")  # what a provision decision would do

@@ -26,6 +26,7 @@ path, one of two ways:
 from __future__ import annotations
 
 import asyncio
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from langchain_core.runnables.config import var_child_runnable_config
 
 from ..calls import CallPath, InlineCall
+from ..errors import ConfigError
 from ..future import Future
 from ..stubs import Directives
 from .activation import Switch
@@ -51,11 +53,17 @@ def _lookup(metadata: dict[str, Any], configurable: dict[str, Any], key: str) ->
     return configurable.get(key) if value is None else value
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+def _number(value: Any, name: str) -> float | None:
+    """A run's numeric option, or ``None``; a value that is not a finite number is refused."""
+    if value is None:
         return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if isinstance(value, bool) or math.isnan(out) or math.isinf(out):
+        raise ConfigError(f"{name} in the run's config must be a finite number, got {value!r}")
+    return out
 
 
 def run_info(switch: Switch, run_manager: Any) -> RunInfo:
@@ -70,16 +78,16 @@ def run_info(switch: Switch, run_manager: Any) -> RunInfo:
     configurable: dict[str, Any] = config.get(_CONF) or {}
     session = _lookup(metadata, configurable, "nalar_session") or switch.session or _lookup(
         metadata, configurable, "thread_id")
-    priority = _number(_lookup(metadata, configurable, "nalar_priority"))
-    deadline = _number(_lookup(metadata, configurable, "nalar_deadline"))
-    expected = _number(_lookup(metadata, configurable, "nalar_expected_s"))
+    priority = _number(_lookup(metadata, configurable, "nalar_priority"), "nalar_priority")
+    deadline = _number(_lookup(metadata, configurable, "nalar_deadline"), "nalar_deadline")
+    expected = _number(_lookup(metadata, configurable, "nalar_expected_s"), "nalar_expected_s")
     step = metadata.get("langgraph_step")
     return RunInfo(
         run_id=getattr(run_manager, "run_id", None),
         session=str(session) if session else None,
         priority=switch.priority if priority is None else priority,
         deadline=switch.deadline if deadline is None else deadline,
-        expected_s=_number(switch.options.get("expected_s")) if expected is None else expected,
+        expected_s=_number(switch.options.get("expected_s"), "expected_s") if expected is None else expected,
         node=metadata.get("langgraph_node"),
         step=step if isinstance(step, int) else None,
         task_ns=str(metadata.get("langgraph_checkpoint_ns") or ""),

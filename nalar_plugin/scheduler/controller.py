@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..context import CallContext
+from ..errors import ConfigError
 from .decisions import ComponentStats, InstanceStats, SessionStats, Snapshot
 
 __all__ = ["Call", "ControlPlane", "LocalController", "PriorityQueue"]
@@ -158,9 +159,10 @@ class LocalController:
 
 
 class _Component:
-    def __init__(self, name: str, capacity: int | None) -> None:
+    def __init__(self, name: str, capacity: int | None, max_instances: int | None = None) -> None:
         self.name = name
         self.capacity = capacity
+        self.max_instances = max_instances
         self.instances: list[str] = []
         self.shared = PriorityQueue()
         self.weights: tuple[tuple[str, ...], tuple[float, ...]] | None = None
@@ -201,12 +203,15 @@ class ControlPlane:
             return {n: list(c.instances) for n, c in self._components.items()}
 
     def add_component(self, component: str, instances: int = 1, capacity: int | None = None,
-                      addresses: list[Any] | None = None) -> list[str]:
-        """Declare ``component`` with ``instances`` instances; return their ids."""
+                      addresses: list[Any] | None = None, max_instances: int | None = None) -> list[str]:
+        """Declare ``component`` with ``instances`` instances; return their ids.
+
+        ``max_instances`` bounds the instances it may ever have (provisioning included).
+        """
         with self._lock:
             comp = self._components.get(component)
             if comp is None:
-                comp = self._components[component] = _Component(component, capacity)
+                comp = self._components[component] = _Component(component, capacity, max_instances)
             for n in range(instances):
                 self.add_instance(component, capacity, address=addresses[n] if addresses else None)
             return list(comp.instances)
@@ -218,6 +223,9 @@ class ControlPlane:
             comp = self._components.get(component)
             if comp is None:
                 comp = self._components[component] = _Component(component, capacity)
+            if comp.max_instances is not None and len(comp.instances) >= comp.max_instances:
+                raise ConfigError(f"component {component!r} has max_instances={comp.max_instances}: "
+                                  "no instance can be added")
             n = len(comp.instances)
             iid = instance or f"{component}/{n}"
             while iid in self.instances:
@@ -248,13 +256,14 @@ class ControlPlane:
         self._admit(ctl.component)
         return ctl
 
-    def ensure_component(self, component: str, capacity: int | None = None) -> None:
-        """Declare ``component`` with one instance unless it exists."""
+    def ensure_component(self, component: str, capacity: int | None = None, instances: int = 1,
+                         max_instances: int | None = None) -> None:
+        """Declare ``component`` with ``instances`` instances unless it exists."""
         if component in self._components:  # the common case needs no lock
             return
         with self._lock:
             if component not in self._components:
-                self.add_component(component, 1, capacity)
+                self.add_component(component, instances, capacity, max_instances=max_instances)
 
     # -- the call path ---------------------------------------------------
     def _push(self, queue: PriorityQueue, call: Call) -> None:

@@ -54,6 +54,9 @@ from nalar_plugin.state.store import Store
 
 __all__ = ["DiskcacheSaver"]
 
+# nalar's own generator: the app's seeded or patched `random` is never drawn from.
+_RNG = random.Random()
+
 
 class DiskcacheSaver(BaseCheckpointSaver[str]):
     """LangGraph checkpointer that keeps threads in a nalar state directory.
@@ -434,7 +437,7 @@ class DiskcacheSaver(BaseCheckpointSaver[str]):
             current_v = int(current)
         else:
             current_v = int(current.split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
+        return f"{current_v + 1:032}.{_RNG.random():016}"
 
     # -- async twins ------------------------------------------------------------
 

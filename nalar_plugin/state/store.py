@@ -142,6 +142,14 @@ class Store:
         self._timeout = float(timeout)
         self._closed = False
         prepare_directory(self._path)
+        database = self._path / "cache.db"
+        if database.exists() and database.stat().st_size == 0:
+            self._closed = True
+            raise StateCorruptedError(
+                f"the state database {database} is empty although {self._path} is a nalar state "
+                "directory: its data is gone (a truncated file?). Restore it from a backup, or move "
+                "the directory away to start afresh; nothing was changed"
+            )
         try:
             with self._guard("open the state database"):
                 self._cache = diskcache.Cache(
@@ -154,9 +162,23 @@ class Store:
                     statistics=False,
                     tag_index=False,
                 )
+            self._check_integrity()
         except BaseException:
             self._closed = True
+            with contextlib.suppress(Exception):
+                self._cache.close()
             raise
+
+    def _check_integrity(self) -> None:
+        """Refuse a database whose pages are damaged (``PRAGMA quick_check``), before any write."""
+        with self._guard("check the state database"):
+            rows = self._cache._sql("PRAGMA quick_check(5)").fetchall()
+        problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+        if problems:
+            raise StateCorruptedError(
+                f"the state database in {self._path} is corrupted ({'; '.join(problems)}); restore it "
+                "from a backup or move the directory away; nothing was written"
+            )
 
     # -- properties ---------------------------------------------------------
 
