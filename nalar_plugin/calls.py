@@ -491,10 +491,24 @@ class CallPath:
                         "nothing of this call was written"))
                     return
 
+        # An inline body without staged writes has nothing that depends on its
+        # commit: its caller already holds the value, so the call is finished
+        # now and the journal records it behind (its claim stays until then,
+        # so a duplicate waits for the record; close() writes what is queued).
+        early = call.inline and not outcome.ops and not cancelled
+        if early:
+            self._finish(call, FINISHED, value=value, committing=True)
+
         def committed(outcome_: Any, error: BaseException | None) -> None:
             # A body that ran to its end is committed even if its future was
             # cancelled meanwhile: the journal says what really happened.
             self._release_claim(call)
+            if early:
+                if error is not None:
+                    logger.warning("call %s (%s): its result could not be journaled: %s", ctx.call_id,
+                                   call.key, error)
+                self._forget(call)
+                return
             if cancelled:
                 self._complete(call)
                 return
@@ -533,7 +547,7 @@ class CallPath:
             self.plane.complete(call)
 
     def _finish(self, call: Call, state: str, *, value: Any = None, exception: BaseException | None = None,
-                free_slot: bool = True) -> None:
+                free_slot: bool = True, committing: bool = False) -> None:
         if free_slot:
             self._complete(call)
         fut = call.future
@@ -544,13 +558,17 @@ class CallPath:
         fut._canceller = None
         if call.gate is not None:
             call.gate.open(None)  # an inline caller that still waits learns the call is done
-        with self._lock:
-            self._calls.pop(call.context.call_id, None)
-            if not self._calls:
-                self._idle.notify_all()
         self.graph.done(call.context, fut.status)
         self.plugins.notify("nalar_call_finished", call=call, status=fut.status,
                             error=exception if state != FINISHED else None)
+        if not committing:  # a call whose commit is still queued stays in flight until it is written
+            self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        with self._lock:  # last, so that drain() also waits for the hooks
+            self._calls.pop(call.context.call_id, None)
+            if not self._calls:
+                self._idle.notify_all()
 
     def fail(self, call: Call, exc: BaseException) -> None:
         """Fail a call that could not be started (its dispatch raised)."""
@@ -656,7 +674,8 @@ class CallPath:
         """Stop making calls: queued ones fail now, running ones get ``timeout`` to finish."""
         self.closed = True
         with self._lock:
-            pending = [c for c in self._calls.values() if not c.admitted]
+            # A finished call still in flight only waits for its commit, which the state's close writes.
+            pending = [c for c in self._calls.values() if not c.admitted and not c.future.done()]
         closing = RuntimeStateError("the Runtime closed before the call ran")
         for call in pending:
             if call.timer is not None:
@@ -668,7 +687,7 @@ class CallPath:
             self._finish(call, "error", exception=closing)
         self.drain(timeout)
         with self._lock:
-            left = list(self._calls.values())
+            left = [c for c in self._calls.values() if not c.future.done()]
         for call in left:
             self._release_claim(call)
             self._finish(call, "error", exception=RuntimeStateError(

@@ -136,6 +136,7 @@ class CallGraph:
                 self._live[ctx.session] = live
             else:
                 self._live.pop(ctx.session, None)
+                self._trim()  # sessions kept past the cap while they had calls in flight
 
     def forget(self, session: str) -> None:
         """Drop a session's graph."""

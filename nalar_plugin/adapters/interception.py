@@ -192,10 +192,8 @@ def _tool_sync(spec: _ToolCall, args: tuple[Any, ...], kwargs: dict[str, Any], r
     except BaseException as exc:
         inline.fail(exc)
         raise
-    inline.finish(result, ops)
-    # Without staged writes nothing later depends on the commit: the body's own
-    # value goes back at once while the journal writes it (see requests.py).
-    value = inline.value() if ops else result
+    inline.finish(result, ops)  # without staged writes it is finished at once, the journal writes behind
+    value = inline.value()
     call.note(inline.future.call_id, spec.tool_call_id)
     return _tool_result(spec.tool, value)
 
@@ -231,7 +229,7 @@ async def _tool_async(spec: _ToolCall, args: tuple[Any, ...], kwargs: dict[str, 
         inline.fail(exc)
         raise
     inline.finish(result, ops)
-    value = await inline.future if ops else result
+    value = await inline.future
     call.note(inline.future.call_id, spec.tool_call_id)
     return _tool_result(spec.tool, value)
 

@@ -89,7 +89,7 @@ def bench_calls(n: int = 2000, *, repeat: int = 3, progress: bool = True, **runt
                 bar.update(n)
                 dask.append(_round(lambda i: rt.client.submit(_raw, i, pure=False), rt.client.gather, n))
                 bar.update(n)
-            nalar_seq = _sequential(lambda i: noop(i).result(), seq_n)
+            nalar_seq = _sequential(lambda i: value(noop(i)), seq_n)
             bar.update(seq_n)
             dask_seq = _sequential(lambda i: rt.client.submit(_raw, i, pure=False).result(), seq_n)
             bar.update(seq_n)

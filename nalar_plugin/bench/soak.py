@@ -125,6 +125,14 @@ def bench_soak(sessions: int = 10_000, *, concurrency: int = 50, sample_every: i
                             samples.append(sample)
 
             asyncio.run(drive())
+            # Commits of the last calls may still be queued: let them land, then look again.
+            deadline = time.monotonic() + 60
+            while rt.calls.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            final = _sample(rt, sessions, proc, state_dir)
+            final["elapsed_s"] = samples[-1].get("elapsed_s")
+            final["drained"] = True
+            samples.append(final)
             journal_sessions = len(rt.journal.sessions())
     warm = [s for s in samples if s["sessions"] >= min(2000, sessions // 5)]
     growth = None

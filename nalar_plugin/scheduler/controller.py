@@ -167,6 +167,9 @@ class _Component:
         self.shared = PriorityQueue()
         self.weights: tuple[tuple[str, ...], tuple[float, ...]] | None = None
         self.rr = 0
+        # No instance had a free slot at the last full look; only a completion, a new
+        # instance or a warm-up ending can change that (each clears it).
+        self.full = False
 
 
 class ControlPlane:
@@ -187,7 +190,8 @@ class ControlPlane:
         self._components: dict[str, _Component] = {}
         self.instances: dict[str, LocalController] = {}
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
-        self._sessions: OrderedDict[str, SessionStats] = OrderedDict()
+        self._sessions: dict[str, SessionStats] = {}
+        self._idle: OrderedDict[str, None] = OrderedDict()  # sessions with nothing queued or in flight, LRU
         self.session_cap = session_cap
         self.affinity_slack = affinity_slack  # None: affinity never yields
         self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
@@ -235,6 +239,7 @@ class ControlPlane:
             ctl.ready_at = ready_at
             self.instances[iid] = ctl
             comp.instances.append(iid)
+            comp.full = False
         self._admit(component)
         return iid
 
@@ -253,7 +258,7 @@ class ControlPlane:
                 del self._routes[key]
             if ctl.in_flight == 0:
                 del self.instances[instance]
-        self._admit(ctl.component)
+        self._refresh(ctl.component)
         return ctl
 
     def ensure_component(self, component: str, capacity: int | None = None, instances: int = 1,
@@ -281,6 +286,7 @@ class ControlPlane:
                 ctx.priority = sess.priority
             if ctx.session not in self._active:
                 sess.order = next(self._seq)  # a new request of the session starts here
+                self._idle.pop(ctx.session, None)
             call.order = sess.order
             sess.queued += 1
             self._active[ctx.session] = sess
@@ -294,9 +300,10 @@ class ControlPlane:
             if ctl is not None and not ctl.draining and self._spills(comp, ctl):
                 ctl = None  # its instance is full and another has room: affinity yields
                 call.extra["spilled"] = True
-            self._push(ctl.queue if ctl is not None and not ctl.draining else comp.shared, call)
+            bound = ctl is not None and not ctl.draining
+            self._push(ctl.queue if bound else comp.shared, call)  # type: ignore[union-attr]
             self._queued.setdefault(ctx.session, {})[id(call)] = call
-        self._admit(ctx.component)
+        self._admit(ctx.component, ctl.instance if bound else None)  # type: ignore[union-attr]
 
     def _spills(self, comp: _Component, ctl: LocalController) -> bool:
         """Whether a call bound to ``ctl`` should wait in the shared queue instead (caller holds the lock).
@@ -319,22 +326,27 @@ class ControlPlane:
         s = self._sessions.get(session)
         if s is None:
             s = self._sessions[session] = SessionStats(session)
+            self._idle[session] = None
             if len(self._sessions) > self.session_cap:
                 self._evict()
         return s
 
     def _evict(self) -> None:
         """Forget the least recently active idle sessions beyond the cap (caller holds the lock)."""
-        excess = len(self._sessions) - self.session_cap
-        for name in list(self._sessions):
-            if excess <= 0:
-                break
-            if name in self._active:
-                continue
+        while len(self._sessions) > self.session_cap and self._idle:
+            name, _ = self._idle.popitem(last=False)
             self._drop_session(name)
-            excess -= 1
+
+    def _went_idle(self, session: str) -> None:
+        # Caller holds the lock.
+        self._active.pop(session, None)
+        self._queued.pop(session, None)
+        if session in self._sessions:
+            self._idle[session] = None
+            self._idle.move_to_end(session)
 
     def _drop_session(self, session: str) -> None:
+        self._idle.pop(session, None)
         sess = self._sessions.pop(session, None)
         if sess is not None:
             for component in list(sess.location):
@@ -371,8 +383,7 @@ class ControlPlane:
             if sess is not None:
                 sess.queued -= 1
                 if not sess.queued and not sess.in_flight:
-                    self._active.pop(sess.session, None)
-                    self._queued.pop(sess.session, None)
+                    self._went_idle(sess.session)
             return True
 
     def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
@@ -393,9 +404,20 @@ class ControlPlane:
         comp.rr += 1
         return free[comp.rr % len(free)]
 
-    def _next(self, comp: _Component) -> tuple[Call, LocalController] | None:
+    def _next(self, comp: _Component, hint: str | None = None) -> tuple[Call, LocalController] | None:
         now = time.monotonic()
-        free = [ctl for i in comp.instances if (ctl := self.instances[i]).free(now)]
+        if hint is not None:
+            # Only ``hint`` changed (it freed a slot, or its own queue got a call): every
+            # other free instance already took what it could, so only it can admit now.
+            ctl = self.instances.get(hint)
+            free = [ctl] if ctl is not None and ctl.component == comp.name and ctl.free(now) else []
+        else:
+            if comp.full:
+                return None
+            free = [ctl for i in comp.instances if (ctl := self.instances[i]).free(now)]
+            if not free:
+                comp.full = True
+                return None
         if not free:
             return None
         best: tuple[float, int, int, Call] | None = None
@@ -412,13 +434,14 @@ class ControlPlane:
             return None
         return owner.queue.pop(), owner
 
-    def _admit(self, component: str) -> None:
+    def _admit(self, component: str, hint: str | None = None) -> None:
+        """Admit what fits on ``component``; ``hint`` names the one instance whose state changed."""
         while True:
             with self._lock:
                 comp = self._components.get(component)
                 if comp is None:
                     return
-                picked = self._next(comp)
+                picked = self._next(comp, hint)
                 if picked is None:
                     return
                 call, ctl = picked
@@ -459,6 +482,9 @@ class ControlPlane:
                 return
             call.finished_at = time.monotonic()
             ctl.record(call)
+            comp_of = self._components.get(ctl.component)
+            if comp_of is not None:
+                comp_of.full = False
             if ctl.draining and ctl.in_flight == 0:
                 self.instances.pop(ctl.instance, None)
             sess = self._session(call.context.session)
@@ -466,10 +492,8 @@ class ControlPlane:
             sess.completed += 1
             sess.attained_s += call.finished_at - call.admitted_at
             if not sess.queued and not sess.in_flight:
-                self._active.pop(sess.session, None)
-                self._queued.pop(sess.session, None)
-                self._sessions.move_to_end(sess.session)
-        self._admit(ctl.component)
+                self._went_idle(sess.session)
+        self._admit(ctl.component, ctl.instance)
 
     # -- decisions ---------------------------------------------------------
     def route(self, session: str, component: str, instance: str) -> None:
@@ -528,12 +552,20 @@ class ControlPlane:
             if ctl is not None:
                 ctl.ready_at = when
         if ctl is not None:
-            threading.Timer(max(0.0, when - time.monotonic()), self._admit, args=(ctl.component,)).start()
+            threading.Timer(max(0.0, when - time.monotonic()), self._refresh, args=(ctl.component,)).start()
 
     def wake(self) -> None:
         """Try to admit on every component (after a warm-up ends, for example)."""
         for name in list(self._components):
-            self._admit(name)
+            self._refresh(name)
+
+    def _refresh(self, component: str) -> None:
+        """Look at every instance of ``component`` again (its free slots may have changed silently)."""
+        with self._lock:
+            comp = self._components.get(component)
+            if comp is not None:
+                comp.full = False
+        self._admit(component)
 
     # -- metrics -----------------------------------------------------------
     def snapshot(self, tick: int = 0) -> Snapshot:

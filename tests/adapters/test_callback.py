@@ -201,6 +201,11 @@ def test_plugins_observe_veto_and_keep_calls_in_place(rt: Runtime, model_for: An
     rt.register_plugin(observer)
     try:
         app.invoke(INPUT, _cfg(thread_id, rt.callback()))
+        # A tool without staged writes hands its value back while the journal
+        # commits it; its finished hook follows the commit.
+        deadline = time.monotonic() + 30
+        while observer.finished.count("finished") < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         rt.plugins.pm.unregister(observer)
     mine = [c for c in observer.created if c.context.session == thread_id]
