@@ -309,10 +309,14 @@ class CallThreads:
         for event in sleepers:
             event.set()
 
-    def _next(self, event: threading.Event) -> Callable[[], None] | None:
-        """The next job for this thread, or ``None`` when it should exit."""
+    def _next(self, event: threading.Event, done: bool = False) -> Callable[[], None] | None:
+        """The next job for this thread (``done``: its last one just ended), or ``None`` when it should exit."""
         while True:
             with self._lock:
+                if done:  # one lock round per job: the end of the last and the start of the next
+                    done = False
+                    self._running -= 1
+                    self._progress = time.monotonic()
                 if self._queue and self._running < self.slots:
                     self._running += 1
                     self._progress = time.monotonic()
@@ -332,16 +336,18 @@ class CallThreads:
         set_wait_hook(_Slot(self))
         event = threading.Event()
         try:
-            while (fn := self._next(event)) is not None:
+            fn = self._next(event)
+            while fn is not None:
                 try:
                     fn()
                 except Exception:  # a job reports its own errors; this is a bug in the pool's caller
                     logger.exception("a call job failed outside its body")
-                finally:
-                    del fn  # hold nothing of the job while waiting for the next
+                except BaseException:
                     with self._lock:
                         self._running -= 1
-                        self._progress = time.monotonic()
+                    raise
+                del fn  # hold nothing of the job while waiting for the next
+                fn = self._next(event, done=True)
         finally:
             with self._lock:
                 self._threads -= 1
