@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dask.utils import parse_timedelta
 
@@ -38,6 +39,7 @@ from .errors import ClusterError, RuntimeStateError, StateError
 from .future import Future
 from .graph import CallGraph, SessionGraph
 from .links import ExecutorPlugin
+from .monitor import HISTORY_STEP, DashboardLink, Monitor, page_url
 from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
 from .scheduler.global_controller import GlobalController
@@ -166,6 +168,13 @@ class Runtime:
         requests.bind(self.calls, self.components)
         self.controller = GlobalController(self.plane, self.policy, interval=cfg["tick-interval"], plugins=self.plugins)
         self.controller.every(1.0, self.dispatcher.refresh)
+        # The operators' view: counts on the call path, the page and metrics in the scheduler.
+        self.monitor = Monitor(self.token, self.controller, self.state.journal, in_flight=self.calls.in_flight,
+                               policy=lambda: self.policy_name)
+        self.plugins.register(self.monitor, "nalar-monitor")
+        self.controller.every(HISTORY_STEP, self.monitor.sample)
+        self.dashboard = DashboardLink(self.client, getattr(self.cluster, "scheduler", None), self.monitor,
+                                       self.controller.every)
         mode = cfg["global-controller"]
         if mode == "auto":
             mode = "scheduler" if address is not None else "local"
@@ -186,8 +195,28 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------
     @property
     def dashboard_link(self) -> str | None:
-        """The Dask dashboard's address, when one runs."""
-        return self.client.dashboard_link if self.config["dashboard"] or self.cluster is None else None
+        """The nalar page in Dask's dashboard (``<dashboard>/nalar``), when a dashboard runs.
+
+        Until this version it was the Dask dashboard's own address, which is now
+        :attr:`dask_dashboard_link`.
+        """
+        link = self.dask_dashboard_link
+        return None if link is None else page_url(link)
+
+    @property
+    def dask_dashboard_link(self) -> str | None:
+        """The Dask dashboard's address (its ``/status`` page), when one runs.
+
+        Embedded, it is the address the dashboard listens on (127.0.0.1).
+        """
+        if not (self.config["dashboard"] or self.cluster is None):
+            return None
+        link: str | None = self.client.dashboard_link
+        server = getattr(getattr(self.cluster, "scheduler", None), "http_server", None)
+        if link is not None and server is not None and getattr(server, "port", None):
+            parts = urlsplit(link)
+            link = urlunsplit((parts.scheme, f"{server.address}:{server.port}", parts.path, parts.query, ""))
+        return link
 
     def close(self) -> None:
         """Stop making calls, let running ones finish and commit, then release everything.
@@ -206,6 +235,7 @@ class Runtime:
     def _teardown(self) -> None:
         for step in (
             lambda: self.controller.stop(),
+            lambda: self.dashboard.close(),
             lambda: self.adapters.close(),
             lambda: self.calls.close(_seconds(self.config["close-timeout"]) or 0.0),
             lambda: self.dispatcher.close(),

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .controller import ControlPlane
-from .decisions import Decision, Kill, Migrate, Provision, Route, RouteWeights, SetPriority
+from .decisions import Decision, Kill, Migrate, Provision, Route, RouteWeights, SetPriority, Snapshot
 
-__all__ = ["GlobalController"]
+__all__ = ["RECENT_DECISIONS", "GlobalController"]
 
 logger = logging.getLogger(__name__)
+
+RECENT_DECISIONS = 256  # the latest decisions kept, with their times, for the dashboard
 
 
 class GlobalController:
@@ -43,6 +45,9 @@ class GlobalController:
         self.failures = 0
         self.tick_ms: deque[float] = deque(maxlen=4096)
         self.futures_max = 0
+        self.last_snapshot: Snapshot | None = None  # the latest tick's, for observers (the dashboard)
+        self.decision_counts: dict[str, int] = {}  # decisions pushed, by type
+        self.recent: deque[tuple[float, Decision]] = deque(maxlen=RECENT_DECISIONS)  # (time.time(), decision)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -81,6 +86,7 @@ class GlobalController:
         t0 = time.perf_counter()
         self.ticks += 1
         snap = self.plane.snapshot(self.ticks)
+        self.last_snapshot = snap
         self.futures_max = max(self.futures_max, snap.futures)
         if self.report is not None:
             self.report(snap)
@@ -105,6 +111,9 @@ class GlobalController:
     def apply(self, d: Decision) -> None:
         """Push one decision to the local controllers (or the provisioner)."""
         self.applied += 1
+        kind = type(d).__name__
+        self.decision_counts[kind] = self.decision_counts.get(kind, 0) + 1
+        self.recent.append((time.time(), d))
         p = self.plane
         if isinstance(d, Route):
             p.route(d.session, d.component, d.instance)

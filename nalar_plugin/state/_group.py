@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from nalar_plugin.errors import StateError
+from nalar_plugin.measure import COMMIT_BOUNDS, Histogram
 from nalar_plugin.state.store import Store
 
 __all__ = ["GroupWriter"]
@@ -68,6 +70,8 @@ class GroupWriter:
         self._writing = False  # a caller leads a transaction now
         self.batches = 0
         self.units = 0
+        # Seconds each shared transaction took, lock wait included (one observation per batch).
+        self.commit_seconds = Histogram(COMMIT_BOUNDS)
 
     def submit(self, work: Callable[[], Any], done: Done, *, lead: bool = False) -> None:
         """Queue ``work``; ``done(result, error)`` runs once it is committed.
@@ -144,6 +148,7 @@ class GroupWriter:
 
     def _run(self, batch: list[tuple[Callable[[], Any], Done]]) -> None:
         outcomes: list[tuple[Done, Any, BaseException | None]] = []
+        t0 = time.perf_counter()
         try:
             with self._lock, self._store.transact():
                 for work, done in batch:
@@ -153,6 +158,8 @@ class GroupWriter:
                         outcomes.append((done, None, exc))
         except BaseException as exc:  # the transaction failed: nothing of the batch was written
             outcomes = [(done, None, exc) for _, done in batch]
+        else:
+            self.commit_seconds.observe(time.perf_counter() - t0)
         self.batches += 1
         self.units += len(batch)
         for done, value, error in outcomes:

@@ -46,6 +46,7 @@ from typing import Any, Final, NamedTuple
 import ormsgpack
 
 from nalar_plugin.errors import SerializationError, StateError
+from nalar_plugin.measure import Histogram
 from nalar_plugin.state._encoding import join_key, loads_value, pack, unescape, unpack
 from nalar_plugin.state._group import GroupWriter
 from nalar_plugin.state._ops import (
@@ -191,6 +192,16 @@ class Journal:
     def serde(self) -> Any:
         """The store's serde, used for results and managed values."""
         return self._store.serde
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        """Seconds each group-commit transaction took (one observation per shared transaction)."""
+        return self._group.commit_seconds
+
+    @property
+    def commit_counts(self) -> tuple[int, int]:
+        """``(transactions, units of work committed in them)`` so far."""
+        return self._group.batches, self._group.units
 
     def close(self) -> None:
         """Wait for queued commits to be written; later commits fail."""
