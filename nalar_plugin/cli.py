@@ -1,4 +1,4 @@
-"""The ``nalar`` command: ``demo``, ``policies``, ``bench``, ``state``."""
+"""The ``nalar`` command: ``demo``, ``policies``, ``bench``, ``state``, ``top``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .bench.workloads import workload
 from .demo import run_demo, run_research_demo
 from . import config as nalar_config
 from .errors import NalarError
+from .monitor.top import run as run_top
 from .plugins import policy_entry_points
 from .state.journal import Retention
 from .state.service import StateService
@@ -98,6 +99,20 @@ def _cmd_state_gc(args: argparse.Namespace) -> int:
                  "sessions_forgotten": report.sessions, "keys_deleted": report.keys,
                  "max_age_s": retention.max_age, "max_sessions": retention.max_sessions}, None)
     return 0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    return run_top(args.url, once=args.once, interval=args.interval, plain=args.plain)
 
 
 def _cmd_bench_control(args: argparse.Namespace) -> int:
@@ -265,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-sessions", type=int,
                     help="keep this many sessions, the newest (default: nalar.journal-max-sessions)")
     gc.set_defaults(fn=_cmd_state_gc)
+    top = sub.add_parser("top", help="a terminal view of the nalar page of a Dask dashboard")
+    top.add_argument("url", nargs="?", default="http://127.0.0.1:8787",
+                     help="the Dask dashboard (root, /status or /nalar; default http://127.0.0.1:8787)")
+    top.add_argument("--once", action="store_true", help="print plain text once and exit")
+    top.add_argument("--interval", type=_positive, default=1.0, help="seconds between two reads (1)")
+    top.add_argument("--plain", action="store_true", help="plain text even when rich and a terminal are there")
+    top.set_defaults(fn=_cmd_top)
     return p
 
 
