@@ -112,7 +112,7 @@ def _positive(text: str) -> float:
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
-    return run_top(args.url, once=args.once, interval=args.interval, plain=args.plain)
+    return run_top(args.url, once=args.once, interval=args.interval, plain=args.plain, iterations=args.iterations)
 
 
 def _cmd_bench_control(args: argparse.Namespace) -> int:
@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print plain text once and exit")
     top.add_argument("--interval", type=_positive, default=1.0, help="seconds between two reads (1)")
     top.add_argument("--plain", action="store_true", help="plain text even when rich and a terminal are there")
+    top.add_argument("-n", "--iterations", type=int, help="stop after this many views (default: until Ctrl-C)")
     top.set_defaults(fn=_cmd_top)
     return p
 

@@ -67,6 +67,7 @@ class ScriptedPolicy(LeastLoadedPolicy):
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
+        self.migrated: set[str] = set()
         self.weighted: set[str] = set()
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
@@ -77,10 +78,12 @@ class ScriptedPolicy(LeastLoadedPolicy):
                 self.weighted.add(name)
                 out.append(RouteWeights(name, ids, (0.5, 0.5)))
         for sid, sess in snapshot.sessions.items():
-            if sid in self.seen:
+            if sid not in self.seen:
+                self.seen.add(sid)
+                out.append(SetPriority(sid, float(len(self.seen))))
+            if sid in self.migrated or not sess.location:
                 continue
-            self.seen.add(sid)
-            out.append(SetPriority(sid, float(len(self.seen))))
+            self.migrated.add(sid)
             for component, where in sess.location.items():
                 others = sorted(i for i in snapshot.components[component].instances if i != where)
                 if others:

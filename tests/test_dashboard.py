@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -142,10 +143,11 @@ def test_page_in_a_real_browser_updates_while_traffic_runs(rt: nl.Runtime, tmp_p
 
 def test_top_once_prints_the_same_numbers(rt: nl.Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     with rt.session("top-s"):
-        futs = [rt.call("llm", "generate", i, 0.01) for i in range(4)]
+        futs = [rt.call("llm", "generate", i, 0.2) for i in range(4)]
     for f in futs:
         f.result()
-    wait_until(lambda: view(rt)["totals"]["finished"] >= 4, what="finished calls")
+    wait_until(lambda: (v := view(rt))["totals"]["finished"] >= 4 and v["decisions"]["counts"].get("SetPriority"),
+               what="finished calls and a decision")
     assert rt.dask_dashboard_link is not None
     assert main(["top", rt.dask_dashboard_link, "--once"]) == 0
     out = capsys.readouterr().out
@@ -264,3 +266,25 @@ def test_several_drivers_on_one_cluster_show_up(tmp_path: Path) -> None:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_top_renders_with_rich(rt: nl.Runtime) -> None:
+    console_mod = pytest.importorskip("rich.console", reason="rich is not installed (the top extra)")
+    from nalar_plugin.monitor.top import _render_rich
+
+    buf = io.StringIO()
+    console_mod.Console(file=buf, width=160, color_system=None).print(_render_rich(view(rt)))
+    out = buf.getvalue()
+    assert "components and instances" in out and "llm/0" in out and "decisions (" in out
+
+
+def test_top_live_mode_refreshes(rt: nl.Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    """``nalar top`` without ``--once`` (plain text, not a terminal) prints a view per interval."""
+    assert rt.dask_dashboard_link is not None
+    t0 = time.monotonic()
+    assert main(["top", rt.dask_dashboard_link, "--interval", "0.2", "-n", "3"]) == 0
+    assert time.monotonic() - t0 >= 0.4
+    out = capsys.readouterr().out
+    assert out.count("nalar  policy scripted") == 3
+    ticks = [int(line.split("ticks ")[1].split()[0]) for line in out.splitlines() if line.startswith("nalar  ")]
+    assert ticks == sorted(ticks) and ticks[-1] > ticks[0]  # three reads, not one view printed three times

@@ -188,6 +188,8 @@ class Monitor:
         """
         ctl = self.controller
         snap: Snapshot | None = ctl.last_snapshot
+        if snap is None and getattr(ctl, "plane", None) is not None:
+            snap = ctl.plane.snapshot(ctl.ticks)  # before the first tick
         components: dict[str, Any] = {}
         sessions: list[dict[str, Any]] = []
         active = 0

@@ -158,7 +158,7 @@ def _has_rich() -> bool:
 
 
 def run(url: str, *, once: bool = False, interval: float = 1.0, plain: bool = False,
-        out: TextIO | None = None) -> int:
+        iterations: int | None = None, out: TextIO | None = None) -> int:
     """Show the dashboard at ``url`` in the terminal until interrupted (or once).
 
     Args:
@@ -166,6 +166,7 @@ def run(url: str, *, once: bool = False, interval: float = 1.0, plain: bool = Fa
         once: Print plain text once and return.
         interval: Seconds between two reads.
         plain: Plain text even when ``rich`` and a terminal are there.
+        iterations: Stop after showing this many views (``None``: until interrupted).
         out: Where to write (standard output by default).
 
     Returns:
@@ -180,6 +181,7 @@ def run(url: str, *, once: bool = False, interval: float = 1.0, plain: bool = Fa
         stream.write(render_text(view))
         return 0
     fancy = not plain and stream.isatty() and _has_rich()
+    shown = 1
     try:
         if fancy:
             from rich.console import Console  # optional dependency: the ``top`` extra
@@ -187,18 +189,23 @@ def run(url: str, *, once: bool = False, interval: float = 1.0, plain: bool = Fa
 
             with Live(_render_rich(view), console=Console(file=stream), refresh_per_second=4,
                       screen=False) as live:
-                while True:
+                while iterations is None or shown < iterations:
                     time.sleep(interval)
+                    shown += 1
                     try:
                         live.update(_render_rich(fetch(url)))
                     except ClusterError as exc:
                         live.update(f"[red]{exc}[/red]")
+            return 0
         tty = stream.isatty()
         while True:
             text = render_text(view)
             stream.write(("\x1b[H\x1b[2J" if tty else "\n") + text)
             stream.flush()
+            if iterations is not None and shown >= iterations:
+                return 0
             time.sleep(interval)
+            shown += 1
             try:
                 view = fetch(url)
             except ClusterError as exc:
