@@ -23,7 +23,8 @@ Settings:
         scheduler (default ``inf``), for tasks users submit to Dask themselves.
     policy: Name of the active policy (entry-point group ``nalar_plugin.policies``).
     tick-interval: Period of the global controller (default ``100ms``).
-    dashboard: Start Dask's dashboard on 127.0.0.1 (default ``False``).
+    dashboard: Start Dask's dashboard on 127.0.0.1, with nalar's page at ``/nalar``
+        (``Runtime.dashboard_link``; default ``False``).
     state-dir: Directory of the managed state store (default ``.nalar/state``).
     memory-limit: Per-worker memory limit of the embedded cluster (default ``auto``).
     seed: Seed of the controllers' random choices (default 0).

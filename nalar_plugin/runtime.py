@@ -15,7 +15,9 @@ makes them; no service reaches back through the Runtime:
   global controller (:class:`~nalar_plugin.scheduler.GlobalController`);
 * the dispatcher (:mod:`nalar_plugin.dispatch`), the call path
   (:mod:`nalar_plugin.calls`), the components (:mod:`nalar_plugin.components`);
-* the LangChain adapters (:mod:`nalar_plugin.adapters`).
+* the LangChain adapters (:mod:`nalar_plugin.adapters`);
+* the operators' view (:mod:`nalar_plugin.monitor`): the call counters, and the
+  nalar page and metrics in the scheduler's dashboard.
 """
 
 from __future__ import annotations

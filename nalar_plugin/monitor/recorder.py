@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from bisect import bisect_left
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 from ..errors import CallVetoedError, RuntimeStateError, UnsatisfiableResourcesError
 from ..hookspecs import hookimpl
-from ..measure import LATENCY_BOUNDS, Histogram
+from ..measure import LATENCY_BOUNDS
 from ..scheduler.decisions import Decision, Kill, Migrate, Provision, Route, RouteWeights, SetPriority, Snapshot
 
 __all__ = ["HISTORY_SAMPLES", "HISTORY_STEP", "Monitor", "decision_record", "rejection_reason"]
@@ -111,7 +112,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, str], int] = {}  # (component, outcome) -> calls
         self._rejected: dict[tuple[str, str], int] = {}  # (component, reason) -> calls
-        self._latency: dict[str, tuple[str, Histogram]] = {}  # instance -> (component, latency histogram)
+        # instance -> [component, counts per latency bucket, sum]; under ``_lock`` (one lock round per call)
+        self._latency: dict[str, list[Any]] = {}
         self.history: deque[list[Any]] = deque(maxlen=HISTORY_SAMPLES)  # [time, {component: [q, f, done]}]
 
     # -- the hot path -------------------------------------------------------------------------
@@ -120,23 +122,27 @@ class Monitor:
         """Count the call by component and outcome; its latency goes to its instance's histogram."""
         component = call.context.component
         instance = call.instance
-        outcome = status
-        if instance is None and error is not None and status == "error":
-            reason = rejection_reason(error)
-            if reason is not None:
-                outcome = "rejected"
-                with self._lock:
+        if instance is None:
+            reason = rejection_reason(error) if error is not None and status == "error" else None
+            with self._lock:
+                if reason is not None:
                     key = (component, reason)
                     self._rejected[key] = self._rejected.get(key, 0) + 1
+                    status = "rejected"
+                key = (component, status)
+                self._calls[key] = self._calls.get(key, 0) + 1
+            return
+        latency = call.finished_at - call.enqueued_at if call.finished_at > 0.0 and call.enqueued_at > 0.0 else None
+        key = (component, status)
         with self._lock:
-            key = (component, outcome)
-            self._calls[key] = self._calls.get(key, 0) + 1
-            if instance is None or call.finished_at <= 0.0 or call.enqueued_at <= 0.0:
-                return
-            entry = self._latency.get(instance)
-            if entry is None:
-                entry = self._latency[instance] = (component, Histogram(LATENCY_BOUNDS))
-        entry[1].observe(call.finished_at - call.enqueued_at)
+            calls = self._calls
+            calls[key] = calls.get(key, 0) + 1
+            if latency is not None:
+                entry = self._latency.get(instance)
+                if entry is None:
+                    entry = self._latency[instance] = [component, [0] * (len(LATENCY_BOUNDS) + 1), 0.0]
+                entry[1][bisect_left(LATENCY_BOUNDS, latency)] += 1
+                entry[2] += latency
 
     # -- the tick loop ---------------------------------------------------------------------------
     def sample(self) -> None:
@@ -160,7 +166,7 @@ class Monitor:
         with self._lock:
             calls = dict(self._calls)
             rejected = dict(self._rejected)
-            latency = dict(self._latency)
+            latency = {i: (comp, list(counts), total) for i, (comp, counts, total) in self._latency.items()}
         by_comp: dict[str, dict[str, int]] = {}
         for (comp, outcome), n in calls.items():
             by_comp.setdefault(comp, {})[outcome] = n
@@ -168,8 +174,7 @@ class Monitor:
         for (comp, reason), n in rejected.items():
             rej.setdefault(comp, {})[reason] = n
         lat = {}
-        for iid, (comp, hist) in latency.items():
-            counts, total = hist.read()
+        for iid, (comp, counts, total) in latency.items():
             lat[iid] = {"component": comp, "counts": counts, "sum": total}
         out: dict[str, Any] = {"calls": by_comp, "rejections": rej, "latency": lat,
                                "latency_bounds": list(LATENCY_BOUNDS)}
