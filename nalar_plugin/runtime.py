@@ -200,10 +200,11 @@ class Runtime:
         """The nalar page in Dask's dashboard (``<dashboard>/nalar``), when a dashboard runs.
 
         Until this version it was the Dask dashboard's own address, which is now
-        :attr:`dask_dashboard_link`.
+        :attr:`dask_dashboard_link`. ``None`` also when the cluster's scheduler could
+        not start the page (its environment lacks nalar-plugin).
         """
         link = self.dask_dashboard_link
-        return None if link is None else page_url(link)
+        return None if link is None or not self.dashboard.available else page_url(link)
 
     @property
     def dask_dashboard_link(self) -> str | None:

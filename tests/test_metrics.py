@@ -144,3 +144,19 @@ def test_the_hot_path_hook_is_cheap() -> None:
     report = monitor.report()
     assert report["calls"] == {"c": {"finished": 3 * n}}
     assert sum(report["latency"]["c/0"]["counts"]) == 3 * n
+
+
+def test_a_refused_input_is_counted_once(rt: nl.Runtime) -> None:
+    before = scrape(rt)
+    refused = rt.call("llm", "generate", "refuse")
+    dependent = summarise(refused)  # fails with its input's error, without being refused itself
+    with pytest.raises(CallVetoedError):
+        dependent.result()
+
+    def delta(name: str, **labels: str) -> float:
+        return total(scrape(rt), name, **labels) - total(before, name, **labels)
+
+    wait_until(lambda: delta("nalar_calls_total", component="summarise", outcome="error") == 1, what="the dependent")
+    assert delta("nalar_admission_rejections_total", reason="veto") == 1
+    assert delta("nalar_calls_total", component="llm", outcome="rejected") == 1
+    assert delta("nalar_calls_total", component="summarise", outcome="rejected") == 0

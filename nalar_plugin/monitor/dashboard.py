@@ -205,7 +205,14 @@ class DashboardLink:
         self.driver: str = monitor.driver
         self._sending = False
         self._plugin: NalarDashboard | None = None
-        client.register_plugin(NalarDashboard())
+        self.available = True
+        try:
+            client.register_plugin(NalarDashboard())
+        except Exception as exc:  # a scheduler that cannot import nalar-plugin: serve without the page
+            logger.warning("the nalar page and metrics are not available in this cluster's dashboard: the "
+                           "scheduler could not start them (%s); its environment needs nalar-plugin installed", exc)
+            self.available = False
+            return
         plugin = getattr(scheduler, "plugins", {}).get(NalarDashboard.name) if scheduler is not None else None
         if isinstance(plugin, NalarDashboard):
             plugin.attach(self.driver, monitor)
@@ -233,6 +240,8 @@ class DashboardLink:
         """Leave the dashboard (the page drops this driver at once)."""
         if self._plugin is not None:
             self._plugin.leave(self.driver)
+            return
+        if not self.available:
             return
         try:
             self.client.sync(self.client.scheduler.nalar_dashboard_leave, driver=self.driver, callback_timeout=5)

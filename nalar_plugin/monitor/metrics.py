@@ -23,7 +23,7 @@ __all__ = ["METRICS", "families", "register"]
 METRICS: dict[str, str] = {
     "nalar_calls": "Calls finished, by component and outcome (finished, error, cancelled, rejected)",
     "nalar_admission_rejections": "Calls refused before reaching an instance, by component and reason "
-                                  "(veto, resources, closed, or the reason an error names)",
+                                  "(veto, resources, slo, closed, or the reason an error names)",
     "nalar_policy_decisions": "Policy decisions pushed to the local controllers, by type",
     "nalar_queue_length": "Calls waiting in an instance's own queue",
     "nalar_shared_queue_length": "Calls of a component waiting for any of its instances (late binding)",

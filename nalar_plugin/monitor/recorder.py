@@ -33,13 +33,18 @@ REPORT_SESSIONS: Final = 100  # sessions a report lists at most (the count cover
 REPORT_DECISIONS: Final = 100  # latest decisions a report lists
 
 
+# Refusals known by their class name (their module need not be imported here).
+_REASONS_BY_NAME: Final = {"AdmissionRejectedError": "slo"}
+_MARK: Final = "_nalar_refused"  # set on a refusal once counted: its dependents fail with the same object
+
+
 def rejection_reason(error: BaseException) -> str | None:
     """Why a call that never reached an instance was refused, or ``None`` if it was not a refusal.
 
     An exception may name its own reason with a ``nalar_reason`` attribute;
-    otherwise vetoes (``nalar_call_veto``), resource needs no worker offers and
-    calls refused because the Runtime closed are refusals. A call that failed
-    because one of its inputs failed is not.
+    otherwise vetoes (``nalar_call_veto``), resource needs no worker offers,
+    calls shed at admission (``AdmissionRejectedError``) and calls refused
+    because the Runtime closed are refusals.
     """
     reason = getattr(error, "nalar_reason", None)
     if isinstance(reason, str):
@@ -50,7 +55,20 @@ def rejection_reason(error: BaseException) -> str | None:
         return "resources"
     if isinstance(error, RuntimeStateError):
         return "closed"
-    return None
+    return _REASONS_BY_NAME.get(type(error).__name__)
+
+
+def _refused(call: Any, error: BaseException) -> str | None:
+    """The reason ``call`` itself was refused; ``None`` for other errors and for a refusal of one of its inputs."""
+    if call.context.dependencies and getattr(error, _MARK, False):
+        return None  # an input was refused; this call failed because of it
+    reason = rejection_reason(error)
+    if reason is not None:
+        try:
+            setattr(error, _MARK, True)
+        except AttributeError:
+            pass
+    return reason
 
 
 def _plain(value: Any) -> Any:
@@ -123,7 +141,7 @@ class Monitor:
         component = call.context.component
         instance = call.instance
         if instance is None:
-            reason = rejection_reason(error) if error is not None and status == "error" else None
+            reason = _refused(call, error) if error is not None and status == "error" else None
             with self._lock:
                 if reason is not None:
                     key = (component, reason)
