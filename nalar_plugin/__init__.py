@@ -8,7 +8,7 @@ keeps sessions safe.
 from __future__ import annotations
 
 from .context import CallContext, active_runtime, current_call, current_session
-from .errors import NalarError
+from .errors import AdmissionRejectedError, NalarError
 from .future import Future, value
 from .graph import SessionGraph
 from .hookspecs import hookimpl
@@ -18,6 +18,7 @@ from .state import ManagedDict, ManagedList, managed_dict, managed_list
 from .stubs import agent, tool
 
 __all__ = [
+    "AdmissionRejectedError",
     "CallContext",
     "Future",
     "ManagedDict",

@@ -263,7 +263,7 @@ class CallPath:
             kwargs: Keyword arguments.
             directives: The component's directives.
             options: ``session``, ``priority``, ``deadline``, ``idempotency_key``,
-                ``expected_s``, ``after`` (more inputs), ``extra``, ``workers``
+                ``expected_s``, ``on_slo``, ``after`` (more inputs), ``extra``, ``workers``
                 (pin), ``component_call``, ``context`` (made by a worker).
             inline: The caller runs the body (see :class:`InlineCall`).
             loop: An inline caller's event loop, if it awaits.
@@ -294,6 +294,9 @@ class CallPath:
             hint = (_options_var.get() or {}).get("expected_s")  # from rt.session(..., expected_s=)
         if hint is not None:
             call.extra["expected_s"] = hint
+        on_slo = options.get("on_slo") or (_options_var.get() or {}).get("on_slo")
+        if on_slo is not None:  # the caller asked how an SLO is kept: reject or defer, its deadline an SLO
+            call.extra["on_slo"] = on_slo
         if inline:
             call.gate = _Gate(loop)
         if _journaled(target, directives, ctx, options):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .calls import CallPath, HostedAddress
+from .config import slo_mode, slo_seconds
 from .context import CallContext, CallSink, new_id
 from .dispatch import Dispatcher
 from .errors import ConfigError, RuntimeStateError
@@ -106,15 +107,19 @@ class Components:
             return sorted(self._deployed)
 
     def deploy(self, name: str, instances: Any, *, n: int | None = None, capacity: int | None = None,
-               stateful: bool = True, resources: dict[str, float] | None = None) -> list[str]:
+               stateful: bool = True, resources: dict[str, float] | None = None, slo_s: float | str | None = None,
+               on_slo: str = "reject") -> list[str]:
         """Declare the component ``name`` and its instances (see :meth:`nalar_plugin.Runtime.deploy`).
 
         Raises:
-            ConfigError: The name is taken, no instance was given, or ``n`` is not a positive integer.
+            ConfigError: The name is taken, no instance was given, ``n`` is not a positive integer,
+                or the SLO or ``on_slo`` is invalid.
             ClusterError: A factory has no worker to host its objects on.
         """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a component needs a non-empty str name, got {name!r}")
+        slo = slo_seconds(slo_s)
+        mode = slo_mode(on_slo)
         with self._lock:
             if name in self._deployed:
                 raise ConfigError(f"component {name!r} is already deployed")
@@ -149,7 +154,10 @@ class Components:
             raise ConfigError(f"component {name!r}: instances must be a list of objects or a factory")
         with self._lock:
             self._deployed[name] = (probe, directives)
-        return self._plane.add_component(name, len(addresses), capacity, addresses=addresses)
+        ids: list[str] = self._plane.add_component(name, len(addresses), capacity, addresses=addresses)
+        if slo is not None:
+            self._plane.set_slo(name, slo, mode)
+        return ids
 
     def endpoint(self, name: str, obj: Any, index: int) -> Any:
         """What ``obj`` becomes as instance ``index`` of ``name`` (a plugin may wrap it)."""

@@ -45,6 +45,22 @@ Settings:
     graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
     close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
         (default ``30s``).
+
+Re-allocation guard (the ``reallocate`` policy, and so ``nalar``; each is also a
+constructor argument of :class:`~nalar_plugin.scheduler.policies.ReallocatePolicy`):
+    move-cost: What moving an instance to another component costs, its warm-up there,
+        when its provisioner does not declare it (default ``30s``, the simulated farm's).
+    move-gain: A move is made only when the queued work it would serve sooner is at least
+        this many times the slot-seconds its warm-up costs (default 1.0).
+    move-horizon: How long the arriving mix is taken to last when that gain is estimated,
+        in move costs (default 3).
+    move-hold-ticks: Ticks a move's conditions must hold in a row before it is made (default 20).
+    move-backoff: No move back between two components within this many move costs of a
+        move the other way (default 2).
+    move-budget: Moves at most per budget window (default 3).
+    move-budget-window: The window of the budget, in move costs (default 10).
+    make-before-break: A moved instance keeps serving its old component until it is warm in
+        the new one (the simulated farm's provisioners; default ``True``).
 """
 
 from __future__ import annotations
@@ -58,7 +74,7 @@ from dask.utils import parse_timedelta
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "call_options", "checked_options", "resolve"]
+__all__ = ["DEFAULTS", "ON_SLO", "call_options", "checked_options", "resolve", "slo_mode", "slo_seconds"]
 
 DEFAULTS: dict[str, Any] = {
     "processes": False,
@@ -85,6 +101,14 @@ DEFAULTS: dict[str, Any] = {
     "session-cache": 4096,
     "graph-sessions": 1000,
     "close-timeout": "30s",
+    "move-cost": "30s",
+    "move-gain": 1.0,
+    "move-horizon": 3.0,
+    "move-hold-ticks": 20,
+    "move-backoff": 2.0,
+    "move-budget": 3,
+    "move-budget-window": 10.0,
+    "make-before-break": True,
 }
 
 dask.config.update_defaults({"nalar": DEFAULTS})
@@ -120,6 +144,14 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "session-cache": int,
         "graph-sessions": int,
         "close-timeout": _seconds,
+        "move-cost": _seconds,
+        "move-gain": float,
+        "move-horizon": float,
+        "move-hold-ticks": int,
+        "move-backoff": float,
+        "move-budget": int,
+        "move-budget-window": float,
+        "make-before-break": _bool,
     }
     for key, conv in converters.items():
         try:
@@ -139,13 +171,20 @@ def resolve(**overrides: Any) -> dict[str, Any]:
             raise ConfigError(f"nalar.{key} must be >= 1, got {cfg[key]}")
     if cfg["journal-max-sessions"] is not None and cfg["journal-max-sessions"] < 1:
         raise ConfigError(f"nalar.journal-max-sessions must be >= 1 or None, got {cfg['journal-max-sessions']}")
+    for key in ("move-cost", "move-gain", "move-horizon", "move-backoff", "move-budget-window"):
+        if cfg[key] < 0:
+            raise ConfigError(f"nalar.{key} must be >= 0, got {cfg[key]}")
+    for key in ("move-hold-ticks", "move-budget"):
+        if cfg[key] < 1:
+            raise ConfigError(f"nalar.{key} must be >= 1, got {cfg[key]}")
     for key in ("journal-max-age", "journal-gc-interval"):
         if cfg[key] is not None and cfg[key] <= 0:
             raise ConfigError(f"nalar.{key} must be > 0 or None, got {cfg[key]}")
     return cfg
 
 
-_CALL_OPTIONS = ("priority", "deadline", "expected_s")
+_CALL_OPTIONS = ("priority", "deadline", "expected_s", "on_slo")
+ON_SLO = ("reject", "defer")  # what admission does with a call that would break its SLO
 
 
 def _finite(name: str, value: Any) -> float:
@@ -158,21 +197,53 @@ def _finite(name: str, value: Any) -> float:
 
 
 def call_options(**given: Any) -> dict[str, Any]:
-    """Check a call's ``priority``, ``deadline`` (``time.time()`` seconds) and ``expected_s``.
+    """Check a call's ``priority``, ``deadline`` (``time.time()`` seconds), ``expected_s`` and ``on_slo``.
 
     Returns:
-        The options that were given (``None`` means not given), as floats.
+        The options that were given (``None`` means not given), as floats (``on_slo`` as its string).
 
     Raises:
-        ConfigError: One is not a finite number (``expected_s`` must also be >= 0).
+        ConfigError: One is not a finite number (``expected_s`` must also be >= 0), or
+            ``on_slo`` is neither ``"reject"`` nor ``"defer"``.
     """
     out: dict[str, Any] = {}
     for name, value in given.items():
         if value is None:
             continue
+        if name == "on_slo":
+            out[name] = slo_mode(value)
+            continue
         out[name] = _finite(name, value)
         if name == "expected_s" and out[name] < 0:
             raise ConfigError(f"expected_s must be >= 0, got {value!r}")
+    return out
+
+
+def slo_mode(value: Any) -> str:
+    """Check an ``on_slo`` option: ``"reject"`` (fail fast) or ``"defer"`` (queue behind the others).
+
+    Raises:
+        ConfigError: Any other value.
+    """
+    if value not in ON_SLO:
+        raise ConfigError(f"on_slo must be one of {list(ON_SLO)}, got {value!r}")
+    return str(value)
+
+
+def slo_seconds(value: Any) -> float | None:
+    """Check an SLO (seconds, or a string such as ``"2s"``); ``None`` means no SLO.
+
+    Raises:
+        ConfigError: Not a duration > 0.
+    """
+    if value is None:
+        return None
+    try:
+        out = _seconds(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"slo_s must be a number of seconds > 0, got {value!r}") from exc
+    if not out > 0 or math.isinf(out):
+        raise ConfigError(f"slo_s must be a number of seconds > 0, got {value!r}")
     return out
 
 

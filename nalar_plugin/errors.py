@@ -10,6 +10,7 @@ with the original exception chained (``raise ... from exc``)::
     ├── PluginError                         a pluggy plugin is invalid
     │   └── PolicyNotFoundError (LookupError)
     ├── CallVetoedError                     a plugin refused the call
+    ├── AdmissionRejectedError              the call would break its SLO: shed at admission
     ├── RuntimeStateError (RuntimeError)    no active Runtime, or a closed one
     ├── ClusterError                        the Dask cluster failed us
     │   ├── UnsatisfiableResourcesError     no worker can meet a resources= need
@@ -34,6 +35,7 @@ Warnings (each said once per object or component)::
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionRejectedError",
     "CallCancelledError",
     "CallTimeoutError",
     "CallVetoedError",
@@ -77,6 +79,34 @@ class PolicyNotFoundError(PluginError, LookupError):
 
 class CallVetoedError(NalarError):
     """A plugin's ``nalar_call_veto`` hook refused the call."""
+
+
+class AdmissionRejectedError(NalarError):
+    """The controllers shed the call at admission: its expected wait would break its SLO.
+
+    Raised (from the call's future) at once, before the call waits anywhere, so the
+    app can answer "busy", retry later or degrade. A caller that prefers to wait
+    asks for deferral instead (``on_slo="defer"``).
+
+    Attributes:
+        component: The component called.
+        expected_s: The expected time to the call's completion (wait plus service), wall seconds.
+        slo_s: The budget it would break, wall seconds (the SLO, or what is left to the deadline).
+    """
+
+    def __init__(self, message: str, *, component: str = "", expected_s: float = 0.0, slo_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.component = component
+        self.expected_s = expected_s
+        self.slo_s = slo_s
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle with the attributes (the error may travel between processes)."""
+        return (_rejected, (str(self), self.component, self.expected_s, self.slo_s))
+
+
+def _rejected(message: str, component: str, expected_s: float, slo_s: float) -> AdmissionRejectedError:
+    return AdmissionRejectedError(message, component=component, expected_s=expected_s, slo_s=slo_s)
 
 
 class RuntimeStateError(NalarError, RuntimeError):

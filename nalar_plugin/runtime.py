@@ -282,17 +282,23 @@ class Runtime:
 
     # -- sessions ------------------------------------------------------------------
     def session(self, session_id: str | None = None, *, priority: float | None = None,
-                deadline: float | None = None, expected_s: float | None = None) -> _SessionScope:
+                deadline: float | None = None, expected_s: float | None = None,
+                on_slo: str | None = None) -> _SessionScope:
         """Set the session (and default priority, deadline, expected service) of calls made inside.
 
         ``expected_s`` hints the session's total service time, for ``srtf``/``lpt``.
+        ``on_slo`` says what admission does with a call expected to break its SLO (its
+        component's ``slo_s``, and with ``on_slo`` given, its deadline too):
+        ``"reject"`` fails it at once with :class:`~nalar_plugin.errors.AdmissionRejectedError`,
+        ``"defer"`` queues it behind the calls that can still make theirs.
 
         Works as ``with rt.session("s1"):`` and ``async with rt.session("s1"):``.
 
         Raises:
-            ConfigError: A priority, deadline or hint that is not a finite number.
+            ConfigError: A priority, deadline or hint that is not a finite number, or
+                an ``on_slo`` other than ``"reject"`` and ``"defer"``.
         """
-        opts = _config.call_options(priority=priority, deadline=deadline, expected_s=expected_s)
+        opts = _config.call_options(priority=priority, deadline=deadline, expected_s=expected_s, on_slo=on_slo)
         return _SessionScope(session_id or new_id("s"), opts)
 
     def forget_session(self, session: str) -> int:
@@ -327,7 +333,8 @@ class Runtime:
 
     # -- components ---------------------------------------------------------------------
     def deploy(self, name: str, instances: Any, *, n: int | None = None, capacity: int | None = None,
-               stateful: bool = True, resources: dict[str, float] | None = None) -> list[str]:
+               stateful: bool = True, resources: dict[str, float] | None = None, slo_s: float | str | None = None,
+               on_slo: str = "reject") -> list[str]:
         """Declare the component ``name`` and its instances.
 
         Args:
@@ -340,16 +347,23 @@ class Runtime:
             capacity: Concurrent calls per instance (``None``: no bound).
             stateful: Sessions keep affinity to the instance that served them.
             resources: Dask worker resources each call needs.
+            slo_s: Admission SLO of each call (seconds, or ``"2s"``): a call expected to
+                take longer, queueing and service, is shed at admission (see ``on_slo``).
+                Shed calls are counted in ``rt.stats()["admission"]``.
+            on_slo: ``"reject"`` (fail at once with
+                :class:`~nalar_plugin.errors.AdmissionRejectedError`) or ``"defer"`` (queue
+                it behind the calls that can make it); a call's own ``on_slo`` wins.
 
         Returns:
             The instance ids.
 
         Raises:
-            ConfigError: The name is taken, no instance was given, or ``n`` is not an integer >= 1.
+            ConfigError: The name is taken, no instance was given, ``n`` is not an integer >= 1,
+                or the SLO or ``on_slo`` is invalid.
         """
         self._check_open()
         return self.components.deploy(name, instances, n=n, capacity=capacity, stateful=stateful,
-                                      resources=resources)
+                                      resources=resources, slo_s=slo_s, on_slo=on_slo)
 
     def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Future:
         """Call ``method`` of the deployed component ``name``; the instance is chosen at admission."""
@@ -395,13 +409,15 @@ class Runtime:
         return await self.adapters.awrap_tool_call(request, execute)
 
     def deploy_model(self, name: str, models: Sequence[Any], *, capacity: int | None = None,
-                     stateful: bool = True) -> list[str]:
+                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject") -> list[str]:
         """Declare the replicas of a chat model as the component ``name``.
 
-        See :meth:`nalar_plugin.adapters.service.AdapterService.deploy_model`.
+        ``slo_s`` and ``on_slo`` are admission's, as in :meth:`deploy`. See
+        :meth:`nalar_plugin.adapters.service.AdapterService.deploy_model`.
         """
         self._check_open()
-        return self.adapters.deploy_model(name, models, capacity=capacity, stateful=stateful)
+        return self.adapters.deploy_model(name, models, capacity=capacity, stateful=stateful, slo_s=slo_s,
+                                          on_slo=on_slo)
 
     def adapter_runs(self, session: str | None = None) -> list[Any]:
         """The LangChain runs the adapters recorded (of one session if given), oldest first."""
@@ -449,11 +465,19 @@ class Runtime:
                 **snapshot_to_dict(snap)}
 
     def stats(self) -> dict[str, Any]:
-        """The controllers' metrics: per-instance stats and the global controller's ticks."""
+        """The controllers' metrics: per-instance stats, the global controller's ticks, admission.
+
+        ``admission`` has the calls shed at admission: ``rejected`` and ``deferred`` in
+        all, and per component with an SLO (or a shed call) its SLO and counts.
+        """
         snap = self.plane.snapshot()
         control = self._shared.stats() if self._shared is not None else self.controller.stats()
+        per = self.plane.admission_stats()
+        admission = {"rejected": sum(c["rejected"] for c in per.values()),
+                     "deferred": sum(c["deferred"] for c in per.values()), "components": per}
         return {"instances": {k: vars(v) for k, v in snap.instances().items()}, "control": control,
-                "calls_in_flight": self.calls.in_flight(), "workers": self.dispatcher.busy()}
+                "calls_in_flight": self.calls.in_flight(), "workers": self.dispatcher.busy(),
+                "admission": admission}
 
     def __repr__(self) -> str:
         where = "closed" if self.closed else getattr(self.client, "scheduler", None) and self.client.scheduler.address

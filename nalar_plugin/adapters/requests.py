@@ -183,6 +183,9 @@ class AdapterCall:
             opts["deadline"] = info.deadline
         if info.expected_s is not None:
             opts["expected_s"] = info.expected_s
+        on_slo = self.switch.options.get("on_slo")
+        if on_slo is not None:
+            opts["on_slo"] = on_slo
         if deps:
             opts["dependencies"] = deps
         if deployed:

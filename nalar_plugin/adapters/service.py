@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 
 from ..calls import CallPath
 from ..components import Components, DriverRequests
+from ..config import slo_mode
 from ..errors import ConfigError, DirectiveError
 from ..hookspecs import hookimpl
 from ..plugins import PluginManager
@@ -30,7 +31,7 @@ from .shipping import sendable
 
 __all__ = ["AdapterService"]
 
-_OPTION_NAMES = ("session", "priority", "deadline", "expected_s", "directives", "ship")
+_OPTION_NAMES = ("session", "priority", "deadline", "expected_s", "on_slo", "directives", "ship")
 
 
 class _EndpointPlugin:
@@ -94,6 +95,8 @@ class AdapterService:
         extra: dict[str, Any] = {}
         if options.get("expected_s") is not None:
             extra["expected_s"] = options["expected_s"]
+        if options.get("on_slo") is not None:
+            extra["on_slo"] = slo_mode(options["on_slo"])
         directives = options.get("directives")
         if directives:
             if not isinstance(directives, dict):
@@ -135,7 +138,8 @@ class AdapterService:
             **options: ``session`` (of every call; default the thread id),
                 ``priority``, ``deadline`` (absolute, ``time.time()`` seconds),
                 ``expected_s`` (a session's expected service, for size-based
-                policies), ``directives`` (per component, e.g.
+                policies), ``on_slo`` (``"reject"`` or ``"defer"``: what admission does
+                with a call expected to break its component's SLO or the deadline), ``directives`` (per component, e.g.
                 ``{"search": {"max_concurrency": 4}}``; ``{"tool": {"idempotent":
                 True}}`` runs a tool without the journal), ``ship`` (``True``,
                 or tool names: run those tools' bodies on the cluster's workers).
@@ -233,7 +237,7 @@ class AdapterService:
         return hit[1] if hit is not None and hit[0] is model else None
 
     def deploy_model(self, name: str, models: Sequence[Any], *, capacity: int | None = None,
-                     stateful: bool = True) -> list[str]:
+                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject") -> list[str]:
         """Declare the replicas of a chat model as the component ``name``.
 
         Each model object (several ``ChatOpenAI`` endpoints, simulated engines)
@@ -248,20 +252,26 @@ class AdapterService:
             models: The chat model objects, one per instance.
             capacity: Concurrent calls per instance (``None``: no bound).
             stateful: Sessions keep affinity to the instance that served them.
+            slo_s: Admission SLO of each model call (seconds): a call expected to take
+                longer, queueing and service, is shed (see :meth:`nalar_plugin.Runtime.deploy`).
+            on_slo: ``"reject"`` (the app's model call raises
+                :class:`~nalar_plugin.errors.AdmissionRejectedError`) or ``"defer"``.
 
         Returns:
             The instance ids.
 
         Raises:
             NotSendable: A model cannot be sent to the workers of this cluster.
-            ConfigError: The name is taken, no model was given, or one is not a chat model.
+            ConfigError: The name is taken, no model was given, one is not a chat model,
+                or the SLO or ``on_slo`` is invalid.
         """
         models = list(models)
         for i, m in enumerate(models):
             if not isinstance(m, BaseChatModel):
                 raise ConfigError(f"deploy_model({name!r}): model {i} is a {type(m).__name__}, not a chat model")
         self._install()
-        return self.components.deploy(name, models, capacity=capacity, stateful=stateful)
+        return self.components.deploy(name, models, capacity=capacity, stateful=stateful, slo_s=slo_s,
+                                      on_slo=on_slo)
 
     # -- views and lifecycle --------------------------------------------------------------
     def runs(self, session: str | None = None) -> list[RunRecord]:

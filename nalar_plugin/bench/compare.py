@@ -145,6 +145,7 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
             row[f"{system}/{BASELINE}"] = {
                 **{k: _ratio(m["latency_s"][k], b["latency_s"][k]) for k in ("mean", "p50", "p95", "p99")},
                 "makespan": _ratio(m["makespan_s"], b["makespan_s"]),
+                "goodput": _ratio(m.get("goodput"), b.get("goodput")),
                 "imbalance": _ratio(m["per_engine_load_imbalance"], b["per_engine_load_imbalance"]),
             }
         ratios.append(row)

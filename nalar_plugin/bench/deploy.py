@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict
 
 from ..hookspecs import hookimpl
-from ..testing import EngineConfig, EngineFarm, Generation, SimulatedChatModel
+from ..testing import EngineConfig, EngineFarm, Generation, PendingMoves, SimulatedChatModel
 from .trace import ModelStep, Shared, TraceBook
 
 __all__ = ["Deployment", "Ledger", "ModelProvisioner", "StaticRouter", "TraceChatModel", "TraceTool"]
@@ -211,12 +211,17 @@ class ModelProvisioner:
     once and kept aside, so moving an engine to another agent type re-adds the
     instance that type already has for it, after the farm's warm-up.
 
+    Moves are make-before-break by default (``nalar.make-before-break``; see
+    :mod:`nalar_plugin.testing.provisioner`): the engine keeps serving its old
+    agent type while it warms up for the new one, then leaves it.
+
     Args:
         rt: The Runtime.
         deployment: The run's deployment.
+        make_before_break: Override ``nalar.make-before-break``.
     """
 
-    def __init__(self, rt: Any, deployment: Deployment) -> None:
+    def __init__(self, rt: Any, deployment: Deployment, *, make_before_break: bool | None = None) -> None:
         self.rt = rt
         self.dep = deployment
         self._endpoints: dict[tuple[str, str], Any] = {}  # (agent type, engine) -> instance address
@@ -224,20 +229,34 @@ class ModelProvisioner:
         self.moves: list[tuple[str, str, str]] = []  # (engine, from agent type, to agent type)
         self.move_times: list[float] = []  # wall time of each move
         self.capacity: int | None = None
+        self.make_before_break = bool(rt.config.get("make-before-break", True) if make_before_break is None
+                                      else make_before_break)
+        self.pending = PendingMoves()
 
-    def deploy(self, capacity: int | None) -> None:
-        """Declare every agent type as a model component (``capacity`` calls admitted per instance)."""
+    @property
+    def move_cost_s(self) -> float:
+        """Wall seconds a move costs: the farm's warm-up."""
+        return float(self.dep.config.warmup_s * self.dep.config.time_scale)
+
+    def deploy(self, capacity: int | None, *, slo_s: float | None = None) -> None:
+        """Declare every agent type as a model component (``capacity`` calls admitted per instance).
+
+        Args:
+            capacity: Calls admitted per instance at once.
+            slo_s: Each component's admission SLO per call, wall seconds (``None``: none).
+        """
         plane = self.rt.plane
         self.capacity = capacity
         for agent, by_engine in self.dep.models.items():
             names = list(by_engine)
             ids = self.rt.deploy_model(agent, [by_engine[n] for n in names], capacity=capacity,
-                                       stateful=agent in self.dep.stateful)
+                                       stateful=agent in self.dep.stateful, slo_s=slo_s)
             addresses = self.rt.instances(agent)
             for iid, name in zip(ids, names):
                 self._endpoints[(agent, name)] = addresses[iid]
                 if name in self.dep.initial[agent]:
                     self._engine_of[iid] = name
+                    plane.set_move_cost(iid, self.move_cost_s)
                 else:
                     plane.remove_instance(iid)
         self.rt.register_plugin(self, name="nalar-bench-model-provisioner")
@@ -248,18 +267,56 @@ class ModelProvisioner:
         plane = self.rt.plane
         if component not in self.dep.models or not isinstance(where, str) or where not in self._engine_of:
             return None
-        old = plane.instances[where].component
+        ctl = plane.instances[where]
+        old = ctl.component
         if len(plane.components.get(old, [])) <= 1:
             return None
+        if ctl.draining or ctl.moving_to is not None or self.pending.involves(where):
+            return None  # already moving
+        if self.make_before_break:
+            return self._make(where, old, component)
         name = self._engine_of.pop(where)
         plane.remove_instance(where)
         engine = self.dep.farm.reassign(name, component)
         iid: str = plane.add_instance(component, self.capacity, address=self._endpoints[(component, name)])
         self._engine_of[iid] = name
         plane.set_ready_at(iid, max(time.monotonic(), engine.ready_at))
+        plane.set_move_cost(iid, self.move_cost_s)
         self.moves.append((name, old, component))
         self.move_times.append(time.monotonic())
         logger.info("moved engine %s from %s to %s", name, old, component)
+        return iid
+
+    def _make(self, where: str, old: str, component: str) -> str:
+        """Start a make-before-break move of the engine of ``where`` to ``component``."""
+        plane = self.rt.plane
+        name = self._engine_of[where]
+        warm = self.move_cost_s
+        iid: str = plane.add_instance(component, self.capacity, address=self._endpoints[(component, name)])
+        plane.set_ready_at(iid, time.monotonic() + warm)
+        plane.set_move_cost(iid, warm)
+        plane.mark_moving(where, component)
+        self._engine_of[iid] = name
+        self.moves.append((name, old, component))
+        self.move_times.append(time.monotonic())
+        logger.info("moving engine %s from %s to %s (make before break)", name, old, component)
+
+        def brk() -> bool:
+            if where in plane.components.get(old, []) and (len(plane.components[old]) <= 1 or plane.queued(old)):
+                # The old agent type is queueing now (or has nothing else): the move is given up.
+                plane.mark_moving(where, None)
+                self._engine_of.pop(iid, None)
+                plane.remove_instance(iid)
+                logger.info("gave up moving engine %s: %s cannot spare it now", name, old)
+                return False
+            self._engine_of.pop(where, None)
+            if where in plane.instances:
+                plane.remove_instance(where)
+            engine = self.dep.farm.reassign(name, component, warmup_s=0.0)
+            plane.set_ready_at(iid, max(time.monotonic(), engine.ready_at))  # once its old calls drain
+            return True
+
+        self.pending.start(where, iid, warm, brk)
         return iid
 
     @hookimpl
@@ -270,3 +327,9 @@ class ModelProvisioner:
         self._engine_of.pop(instance)
         self.rt.plane.remove_instance(instance)
         return True
+
+    @hookimpl
+    def nalar_runtime_closing(self, runtime: Any) -> None:
+        """Forget the moves still pending."""
+        if runtime is self.rt:
+            self.pending.cancel_all()

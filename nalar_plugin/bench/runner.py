@@ -80,6 +80,11 @@ class RunSettings:
             deployment would tick; the wall period is this times ``time_scale``).
         drain: Model seconds to wait past the last expected completion, as a
             multiple of ``duration_s``; requests still running then count as failed.
+        slo_s: The per-request latency SLO of ``goodput`` (model seconds; default twice
+            the trace's lower bound, the bound of a sustained rate).
+        shed: nalar only: every model component gets this admission SLO per call (model
+            seconds); calls expected to take longer are rejected at admission and their
+            requests fail (``AdmissionRejectedError``). ``None``: no shedding.
         progress: Show a progress bar.
     """
 
@@ -97,6 +102,8 @@ class RunSettings:
     admit: int | None = None
     tick_s: float = 0.1
     drain: float = 2.0
+    slo_s: float | None = None
+    shed: float | None = None
     progress: bool = True
 
     def resolved(self) -> RunSettings:
@@ -199,7 +206,7 @@ def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Observer) 
             rt.register_plugin(prov, name="nalar-bench-farm-provisioner")
         else:
             prov = ModelProvisioner(rt, dep)
-            prov.deploy(_admit(s))
+            prov.deploy(_admit(s), slo_s=None if s.shed is None else s.shed * s.time_scale)
         yield rt, prov
 
 
@@ -282,13 +289,17 @@ def run(settings: RunSettings) -> RunResult:
         wall0 = time.monotonic()
         t0 = asyncio.run(_drive(trace, env, app, wl, timeout))
         wall = time.monotonic() - wall0
-        control = rt.stats()["control"] if rt is not None else None
+        stats = rt.stats() if rt is not None else None
+        control = stats["control"] if stats is not None else None
+        admission = stats.get("admission") if stats is not None else None
         rt_used = rt is not None
         moves = list(getattr(prov, "moves", []))
         move_times = list(getattr(prov, "move_times", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
     summary["admit"] = _admit(s) if rt_used else None
+    summary["shed"] = {"call_slo_s": s.shed, **({k: admission[k] for k in ("rejected", "deferred")}
+                                                 if admission else {"rejected": 0, "deferred": 0})}
     summary["decisions"] = {"migrations": counter.migrations, "reallocations": len(moves),
                             "priority_changes": counter.priorities}
     if rt_used:

@@ -76,6 +76,8 @@ def summarize(s: Any, trace: Trace, records: Sequence[RequestRecord], t0: float,
     slots = sum(pools.values()) * s.max_batch
     demand = trace.demand(dep.config)
     errors = sorted({r.error for r in records if r.error is not None})
+    slo = s.slo_s if getattr(s, "slo_s", None) is not None else 2.0 * trace.lower_bound_s()
+    good = sum(1 for lat in latencies if lat <= slo)
     return {
         "workload": s.workload,
         "system": s.system,
@@ -90,6 +92,10 @@ def summarize(s: Any, trace: Trace, records: Sequence[RequestRecord], t0: float,
         "failed": trace.requests - len(done),
         "latency_s": latency_stats(latencies),
         # Mean time above each request's own critical path: queueing, plumbing, cache misses.
+        # Requests finished within the SLO, per model second of arrivals (late and failed ones do not count).
+        "goodput": _r(good / s.duration_s if s.duration_s else math.nan),
+        "goodput_slo_s": _r(slo),
+        "within_slo": good,
         "excess_s_mean": _r(sum((r.end - r.start) / ts - trace.critical_paths[r.request] for r in done) / len(done)
                             if done else math.nan),
         "makespan_s": _r(makespan),

@@ -13,6 +13,16 @@ snapshot costs O(instances + active sessions), never O(futures).
 Per-session records (metrics, affinity) of idle sessions are kept for the
 ``session_cap`` most recently active sessions; older idle ones are forgotten,
 so memory stays bounded however many sessions a long-lived process serves.
+
+**Admission with an SLO.** A component may have an SLO (:meth:`ControlPlane.set_slo`,
+from ``rt.deploy(..., slo_s=...)``), and a call may ask for its deadline to be
+one (``on_slo``). When a call arrives, its expected time to completion is
+estimated from the component's queue, its slots and its mean service per call:
+no wait while a slot is free, else ``(calls ahead - slots + 1) x service / slots``,
+plus one service. A call that would break its budget is either refused at once
+with :class:`~nalar_plugin.errors.AdmissionRejectedError` (``reject``, the default)
+or queued behind every call that can still make it (``defer``). Until a call of
+the component has completed, its service is unknown and every call is admitted.
 """
 
 from __future__ import annotations
@@ -28,13 +38,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import ON_SLO
 from ..context import CallContext
-from ..errors import ConfigError
+from ..errors import AdmissionRejectedError, ConfigError
 from .decisions import ComponentStats, InstanceStats, SessionStats, Snapshot
 
-__all__ = ["Call", "ControlPlane", "LocalController", "PriorityQueue"]
+__all__ = ["Call", "ControlPlane", "DEFER_PRIORITY", "LocalController", "PriorityQueue"]
 
 logger = logging.getLogger(__name__)
+
+# How far a deferred call's priority drops: behind every call that can still make its SLO.
+DEFER_PRIORITY = 1e12
 
 
 @dataclass(eq=False)
@@ -127,6 +141,8 @@ class LocalController:
         self.busy_s = 0.0
         self.draining = False
         self.ready_at = 0.0  # monotonic time before which nothing is admitted (warm-up)
+        self.move_cost_s: float | None = None  # what moving it elsewhere costs, if its provisioner said
+        self.moving_to: str | None = None  # make before break: the component it is moving to
         self._latencies: list[float] = []
         self._lat_i = 0
 
@@ -154,7 +170,7 @@ class LocalController:
             instance=self.instance, component=self.component, queue_len=len(self.queue),
             in_flight=self.in_flight, capacity=self.capacity, completed=self.completed, busy_s=self.busy_s,
             latency_p50=pct(0.5), latency_p95=pct(0.95), latency_p99=pct(0.99),
-            warming=time.monotonic() < self.ready_at,
+            warming=time.monotonic() < self.ready_at, move_cost_s=self.move_cost_s, moving_to=self.moving_to,
         )
 
 
@@ -170,6 +186,15 @@ class _Component:
         # No instance had a free slot at the last full look; only a completion, a new
         # instance or a warm-up ending can change that (each clears it).
         self.full = False
+        self.arrived = 0  # calls that reached the component
+        self.sessions_arrived = 0  # sessions whose first call to it arrived
+        self.slo_s: float | None = None  # admission SLO (wall seconds)
+        self.on_slo = "reject"  # what admission does with a call that would break it
+        self.rejected = 0
+        self.deferred = 0
+        self.deferred_waiting = 0  # deferred calls still queued (calls that can make the SLO pass them)
+        self.busy_s = 0.0  # service delivered by instances that left the component
+        self.completed = 0
 
 
 class ControlPlane:
@@ -248,9 +273,12 @@ class ControlPlane:
         with self._lock:
             ctl = self.instances[instance]
             ctl.draining = True
+            ctl.moving_to = None
             comp = self._components[ctl.component]
             if instance in comp.instances:
                 comp.instances.remove(instance)
+                comp.busy_s += ctl.busy_s  # its service history stays the component's
+                comp.completed += ctl.completed
             while len(ctl.queue):
                 call = ctl.queue.pop()
                 self._push(comp.shared, call)
@@ -275,35 +303,148 @@ class ControlPlane:
         queue.push(call, call.context.priority, next(self._seq))
 
     def enqueue(self, call: Call) -> None:
-        """Queue a call whose inputs exist, then admit what fits."""
+        """Queue a call whose inputs exist, then admit what fits (or shed it, see :meth:`set_slo`)."""
         ctx = call.context
         self.ensure_component(ctx.component)
         with self._lock:
             comp = self._components[ctx.component]
             call.enqueued_at = time.monotonic()
             sess = self._session(ctx.session)
+            comp.arrived += 1
+            seen = sess.calls.get(ctx.component, 0)
+            if not seen:
+                comp.sessions_arrived += 1
+            sess.calls[ctx.component] = seen + 1
             if sess.priority_set:
                 ctx.priority = sess.priority
-            if ctx.session not in self._active:
-                sess.order = next(self._seq)  # a new request of the session starts here
-                self._idle.pop(ctx.session, None)
-            call.order = sess.order
-            sess.queued += 1
-            self._active[ctx.session] = sess
-            if ctx.deadline is not None:
-                sess.deadline = ctx.deadline if sess.deadline is None else min(sess.deadline, ctx.deadline)
-            hint = call.extra.get("expected_s")
-            if hint is not None:
-                sess.expected_s = float(hint)
-            routed = self._routes.get((ctx.session, ctx.component))
-            ctl = self.instances.get(routed) if routed is not None else None
-            if ctl is not None and not ctl.draining and self._spills(comp, ctl):
-                ctl = None  # its instance is full and another has room: affinity yields
-                call.extra["spilled"] = True
-            bound = ctl is not None and not ctl.draining
-            self._push(ctl.queue if bound else comp.shared, call)  # type: ignore[union-attr]
-            self._queued.setdefault(ctx.session, {})[id(call)] = call
-        self._admit(ctx.component, ctl.instance if bound else None)  # type: ignore[union-attr]
+            rejected = self._admission(comp, call)
+            bound_to: str | None = None
+            if rejected is None:
+                bound_to = self._queue(comp, sess, call)
+        if rejected is not None:  # shed: it never waited anywhere
+            if self._fail is not None:
+                self._fail(call, rejected)
+            else:
+                call.future._finish("error", exception=rejected)
+            return
+        self._admit(ctx.component, bound_to)
+
+    def _queue(self, comp: _Component, sess: SessionStats, call: Call) -> str | None:
+        """Queue a call that passed the SLO check; the instance it is bound to, if any (caller holds the lock)."""
+        ctx = call.context
+        if ctx.session not in self._active:
+            sess.order = next(self._seq)  # a new request of the session starts here
+            self._idle.pop(ctx.session, None)
+        call.order = sess.order
+        sess.queued += 1
+        self._active[ctx.session] = sess
+        if ctx.deadline is not None:
+            sess.deadline = ctx.deadline if sess.deadline is None else min(sess.deadline, ctx.deadline)
+        hint = call.extra.get("expected_s")
+        if hint is not None:
+            sess.expected_s = float(hint)
+        routed = self._routes.get((ctx.session, ctx.component))
+        ctl = self.instances.get(routed) if routed is not None else None
+        if ctl is not None and not ctl.draining and self._spills(comp, ctl):
+            ctl = None  # its instance is full and another has room: affinity yields
+            call.extra["spilled"] = True
+        bound = ctl is not None and not ctl.draining
+        self._push(ctl.queue if bound else comp.shared, call)  # type: ignore[union-attr]
+        self._queued.setdefault(ctx.session, {})[id(call)] = call
+        return ctl.instance if bound else None  # type: ignore[union-attr]
+
+    def _admission(self, comp: _Component, call: Call) -> AdmissionRejectedError | None:
+        """Check a call against its SLO; the error to fail it with, or ``None`` (caller holds the lock).
+
+        A call that would break its budget and asked for deferral (or whose component
+        defers) is marked deferred: its priority drops by :data:`DEFER_PRIORITY`.
+        """
+        mode = call.extra.get("on_slo")
+        deadline = call.context.deadline if mode is not None else None
+        if comp.slo_s is None and deadline is None:
+            return None
+        budgets = [b for b in (comp.slo_s, None if deadline is None else deadline - time.time()) if b is not None]
+        budget = min(budgets)
+        expected = self.expected_s(comp.name, locked=True)
+        if expected is None or expected <= budget:
+            return None
+        if (mode or comp.on_slo) == "defer":
+            comp.deferred += 1
+            comp.deferred_waiting += 1
+            call.extra["deferred"] = True
+            call.context.priority -= DEFER_PRIORITY
+            return None
+        comp.rejected += 1
+        return AdmissionRejectedError(
+            f"call {call.context.call_id} of {comp.name} shed at admission: expected {expected:.3g} s to "
+            f"complete (queue and service), over its budget of {budget:.3g} s"
+            + ("" if deadline is None else " (its deadline)"),
+            component=comp.name, expected_s=expected, slo_s=budget)
+
+    def expected_s(self, component: str, *, locked: bool = False) -> float | None:
+        """Expected wall seconds from now until a new call of ``component`` completes: wait plus service.
+
+        ``None`` when it cannot be told: no call completed yet, or an instance without a bound.
+        Deferred calls still queued do not count: a call that can make its SLO passes them.
+        """
+        if not locked:
+            with self._lock:
+                return self.expected_s(component, locked=True)
+        comp = self._components.get(component)
+        if comp is None:
+            return None
+        now = time.monotonic()
+        busy, done, slots, load, soonest = comp.busy_s, comp.completed, 0, len(comp.shared), None
+        for iid in comp.instances:
+            ctl = self.instances[iid]
+            if ctl.draining:
+                continue
+            if ctl.capacity is None:
+                return None
+            busy, done = busy + ctl.busy_s, done + ctl.completed
+            load += len(ctl.queue) + ctl.in_flight
+            if ctl.ready_at <= now:
+                slots += ctl.capacity
+            else:
+                soonest = ctl.ready_at if soonest is None else min(soonest, ctl.ready_at)
+        if done == 0:
+            return None
+        service = busy / done
+        load -= comp.deferred_waiting
+        if slots == 0:
+            if soonest is None:
+                return None
+            return soonest - now + (load + 1) * service  # every instance warms up: the first one ready
+        wait = 0.0 if load < slots else (load - slots + 1) * service / slots
+        return wait + service
+
+    def set_slo(self, component: str, slo_s: float | None, on_slo: str = "reject") -> None:
+        """Give ``component`` an admission SLO: a call expected to take longer (wait plus service) is shed.
+
+        Args:
+            component: The component (made if needed).
+            slo_s: Wall seconds; ``None`` removes the SLO.
+            on_slo: ``reject`` (fail at once with ``AdmissionRejectedError``) or ``defer``
+                (queue it behind the calls that can make it); a call's own ``on_slo`` wins.
+
+        Raises:
+            ConfigError: A bad ``on_slo`` or an SLO that is not > 0.
+        """
+        if on_slo not in ON_SLO:
+            raise ConfigError(f"on_slo must be one of {list(ON_SLO)}, got {on_slo!r}")
+        if slo_s is not None and not slo_s > 0:
+            raise ConfigError(f"slo_s must be > 0, got {slo_s!r}")
+        self.ensure_component(component)
+        with self._lock:
+            comp = self._components[component]
+            comp.slo_s, comp.on_slo = slo_s, on_slo
+
+    def admission_stats(self) -> dict[str, dict[str, Any]]:
+        """Per component with an SLO or a shed call: its SLO, calls rejected and deferred, and arrivals."""
+        with self._lock:
+            return {n: {"slo_s": c.slo_s, "on_slo": c.on_slo, "rejected": c.rejected, "deferred": c.deferred,
+                        "arrived": c.arrived}
+                    for n, c in self._components.items() if c.slo_s is not None or c.rejected or c.deferred}
 
     def _spills(self, comp: _Component, ctl: LocalController) -> bool:
         """Whether a call bound to ``ctl`` should wait in the shared queue instead (caller holds the lock).
@@ -378,6 +519,7 @@ class ControlPlane:
                 return False
             queue.remove(call)
             ctx = call.context
+            self._unwait(call)
             self._queued.get(ctx.session, {}).pop(id(call), None)
             sess = self._sessions.get(ctx.session)
             if sess is not None:
@@ -385,6 +527,14 @@ class ControlPlane:
                 if not sess.queued and not sess.in_flight:
                     self._went_idle(sess.session)
             return True
+
+    def _unwait(self, call: Call) -> None:
+        """A deferred call leaves its queue (caller holds the lock)."""
+        if call.extra.get("deferred"):
+            call.extra["deferred"] = False
+            comp = self._components.get(call.context.component)
+            if comp is not None:
+                comp.deferred_waiting -= 1
 
     def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
         if self.chooser is not None:
@@ -446,6 +596,7 @@ class ControlPlane:
                     return
                 call, ctl = picked
                 ctx = call.context
+                self._unwait(call)
                 ctl.in_flight += 1
                 call.admitted_at = time.monotonic()
                 call.admitted = True
@@ -521,8 +672,8 @@ class ControlPlane:
                 if component is not None and call.context.component != component:
                     continue
                 queue = call.queue
-                if queue is None or call.context.priority == value:
-                    continue
+                if queue is None or call.context.priority == value or call.extra.get("deferred"):
+                    continue  # a deferred call stays behind
                 queue.remove(call)
                 call.context.priority = value
                 self._push(queue, call)
@@ -554,6 +705,28 @@ class ControlPlane:
         if ctl is not None:
             threading.Timer(max(0.0, when - time.monotonic()), self._refresh, args=(ctl.component,)).start()
 
+    def queued(self, component: str) -> int:
+        """Calls of ``component`` queued (shared and bound), not admitted yet."""
+        with self._lock:
+            comp = self._components.get(component)
+            if comp is None:
+                return 0
+            return len(comp.shared) + sum(len(self.instances[i].queue) for i in comp.instances)
+
+    def set_move_cost(self, instance: str, seconds: float | None) -> None:
+        """Declare what moving ``instance`` to another component costs (its warm-up there), wall seconds."""
+        with self._lock:
+            ctl = self.instances.get(instance)
+            if ctl is not None:
+                ctl.move_cost_s = seconds
+
+    def mark_moving(self, instance: str, component: str | None) -> None:
+        """Mark ``instance`` as moving to ``component`` (make before break; ``None``: not moving)."""
+        with self._lock:
+            ctl = self.instances.get(instance)
+            if ctl is not None:
+                ctl.moving_to = component
+
     def wake(self) -> None:
         """Try to admit on every component (after a warm-up ends, for example)."""
         for name in list(self._components):
@@ -573,7 +746,9 @@ class ControlPlane:
         with self._lock:
             comps = {
                 name: ComponentStats(name, {i: self.instances[i].stats() for i in c.instances},
-                                     queue_len=len(c.shared))
+                                     queue_len=len(c.shared), arrived=c.arrived,
+                                     sessions_arrived=c.sessions_arrived, slo_s=c.slo_s,
+                                     rejected=c.rejected, deferred=c.deferred)
                 for name, c in self._components.items()
             }
             sessions = dict(self._active)  # live records: policies read, never write

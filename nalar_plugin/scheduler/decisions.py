@@ -40,6 +40,12 @@ class InstanceStats:
     latency_p95: float
     latency_p99: float
     warming: bool = False  # the instance admits nothing yet (its warm-up after a provision)
+    # Wall seconds a move of this instance to another component costs (its warm-up there),
+    # when its provisioner declared it; ``None``: the policy's own estimate.
+    move_cost_s: float | None = None
+    # The component this instance is moving to (make before break): it serves its own
+    # component until its new instance there is warm, then leaves it.
+    moving_to: str | None = None
 
     @property
     def load(self) -> int:
@@ -54,6 +60,19 @@ class ComponentStats:
     component: str
     instances: dict[str, InstanceStats]
     queue_len: int = 0  # calls in the shared queue, not yet bound to an instance
+    # The arriving mix: calls that reached the component so far, and sessions whose first
+    # call to it arrived (a router's label per request shows here one call after it is
+    # made). Cumulative counters; ``None`` when the snapshot's source does not count them.
+    arrived: int | None = None
+    sessions_arrived: int | None = None
+    slo_s: float | None = None  # the component's admission SLO (wall seconds), if it has one
+    rejected: int = 0  # calls refused at admission because they would break the SLO
+    deferred: int = 0  # calls that would break it, queued behind the others as their callers asked
+
+    @property
+    def queued(self) -> int:
+        """Calls queued (shared and bound), not yet admitted."""
+        return self.queue_len + sum(i.queue_len for i in self.instances.values())
 
     @property
     def load(self) -> int:
@@ -84,6 +103,7 @@ class SessionStats:
     expected_s: float | None = None  # the session's expected total service, if hinted
     migrations: int = 0
     order: int = 0  # when the session last became active (its current request's arrival)
+    calls: dict[str, int] = field(default_factory=dict)  # component -> calls the session made to it
 
     @property
     def remaining_s(self) -> float | None:

@@ -10,10 +10,15 @@ enforcement) to pick the instance of a call that no session affinity binds.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import resolve
 from .decisions import Decision, Migrate, Provision, SetPriority, Snapshot
+
+# Sessions a component must have seen before its arriving work is read from sessions.
+MIX_MIN_SESSIONS = 8
 
 __all__ = [
     "EDFPolicy",
@@ -81,37 +86,60 @@ class LeastLoadedPolicy(Policy):
 
 
 class MigratePolicy(Policy):
-    """Move sessions off an instance whose queue blocks them while another instance of the component has room."""
+    """Move sessions off an instance whose queue blocks them while another instance of the component has room.
+
+    Never worse: a session moves only off an instance with a queue, to one that is
+    ready (not warming up, not moving to another component) and clearly less
+    loaded, and not again within ``cooldown_ticks`` of its last move (its context
+    is rebuilt on each move, so back and forth would only pay that twice).
+
+    Args:
+        min_gap: Move only when the load gap (in calls) is at least this.
+        cooldown_ticks: Ticks before the same session may move again.
+    """
 
     affinity_slack = 1
 
     name = "migrate"
 
-    def __init__(self, min_gap: int = 2) -> None:
-        self.min_gap = min_gap  # move only when the load gap (in calls) is at least this
+    def __init__(self, min_gap: int = 2, cooldown_ticks: int = 10) -> None:
+        self.min_gap = min_gap
+        self.cooldown_ticks = cooldown_ticks
+        self._moved: dict[str, int] = {}  # session -> tick of its last move
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         out: list[Decision] = []
+        tick = snapshot.tick
+        if len(self._moved) > 4 * max(64, len(snapshot.sessions)):
+            self._moved = {s: t for s, t in self._moved.items() if tick - t < self.cooldown_ticks}
         for comp in snapshot.components.values():
             inst = comp.instances
             if len(inst) < 2 or not any(s.queue_len for s in inst.values()):
                 continue
+            # Only ready instances that stay take sessions; every instance may give them.
             load = {i: _norm_load(s) for i, s in inst.items()}
+            targets = {i: x for i, x in load.items() if not inst[i].warming and inst[i].moving_to is None}
+            if not targets:
+                continue
             movers = sorted(
                 (s for s in snapshot.sessions.values() if s.queued and load.get(s.location.get(comp.component, ""), -1) >= 0),
                 key=lambda s: -s.queued,
             )
             for sess in movers:
                 src = sess.location[comp.component]
-                if inst[src].queue_len == 0:
+                if inst[src].queue_len == 0 or tick - self._moved.get(sess.session, -(10**9)) < self.cooldown_ticks:
                     continue
-                dst = min(load, key=lambda i: load[i])
+                dst = min(targets, key=lambda i: targets[i])
                 step = sess.queued / max(1, inst[dst].capacity or 1)
                 if dst == src or load[src] - load[dst] < self.min_gap / max(1, inst[src].capacity or 1) + step / 2:
                     continue
                 out.append(Migrate(sess.session, src, dst))
+                self._moved[sess.session] = tick
                 load[src] -= sess.queued / max(1, inst[src].capacity or 1)
                 load[dst] += step
+                targets[dst] = load[dst]
+                if src in targets:
+                    targets[src] = load[src]
         return out
 
 
@@ -121,22 +149,44 @@ def _norm_load(s: Any) -> float:
 
 
 class ReallocatePolicy(Policy):
-    """Move an instance to a saturated component from one that holds more than its share.
+    """Move an instance to a saturated component from one with spare capacity, when the move pays for itself.
 
     Per bounded component the policy averages, over about ``horizon_ticks`` ticks,
-    two things: its load (queued + in-flight calls) and the work that arrives at it
-    (service seconds: the busy time its instances delivered plus the growth of its
-    load times its mean service per call). A component is saturated when its
-    averaged load per slot is above ``high``; its share of the instances is their
-    number in proportion to the work arriving at it. Shares follow demand, not
-    queues, so a backlog that moves down a pipeline (one agent's answers feeding
-    the next) does not drag instances after it, and a steady mix moves none.
+    its load (queued + in-flight calls) and the work that arrives at it (service
+    seconds): the busy time its instances delivered plus the growth of its load
+    times its mean service per call, or, when the arriving mix says more, the work
+    the arriving sessions bring (sessions that reach the component, times the calls
+    a session makes there, times the service per call: a router's label per request
+    shows here at its first call, before its later calls load the component), or
+    with ``mix=False`` its arriving calls times the service per call. A component's
+    share of the instances is their number in proportion to the work arriving at
+    it, so a backlog passing down a pipeline does not drag instances after it, and
+    a steady mix moves none.
 
-    One instance moves, at most once per ``cooldown_ticks``, from the component
-    most above its share (by at least ``margin`` instances, under ``low`` per slot,
-    still under ``high`` without the instance) to the saturated component most
-    below its share (by at least ``margin``). Instances still warming up from an
-    earlier move count where they go, so no component gets more than its share.
+    One instance moves, at most once per ``cooldown_ticks``, from a component above
+    its share (by at least ``margin`` instances, under ``low`` per slot, still under
+    ``high`` without the instance) to a saturated component below its share (above
+    ``high`` per slot, by at least ``margin``). Instances warming up or moving
+    count where they go.
+
+    **The guard** (``guard=True``, the default) makes a move only when it cannot be a
+    loss:
+
+    - the taking component is queueing now and the giving one is not, and the work
+      arriving at the giver still fits under ``low`` per slot without the instance;
+    - the gain beats the cost: with ``c`` the move's cost (the instance's warm-up,
+      ``move_cost_s``), the queued work the moved slots would serve in the taker
+      between the end of the warm-up and ``move_horizon x c`` (its queue now plus its
+      arriving work beyond its slots) is at least ``gain`` times the ``slots x c``
+      slot-seconds the warm-up costs;
+    - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
+      instance moves back between two components within ``backoff x c`` of a move
+      the other way;
+    - a budget: at most ``budget`` moves in any ``budget_window x c``.
+
+    The cost is what the instance's provisioner declares (``InstanceStats.move_cost_s``),
+    else ``move_cost_s``, else ``nalar.move-cost``. Every guard knob left ``None``
+    takes its ``nalar.move-*`` setting (see :mod:`nalar_plugin.config`).
 
     Args:
         high: Load per slot above which a component is saturated.
@@ -146,29 +196,63 @@ class ReallocatePolicy(Policy):
         margin: Instances a component must be off its share to give or get one. With
             one whole instance (the default) a move never turns the giver into a taker,
             so noise in the shares cannot send an instance back and forth.
+        guard: Apply the guard above (``False``: the share rule alone).
+        mix: Read the arriving work from the sessions that arrive (else from the calls).
+        move_cost_s: A move's cost in wall seconds when the provisioner does not say.
+        gain: Gain-to-cost factor a move needs (``nalar.move-gain``, 1).
+        move_horizon: How long the arriving mix is taken to last, in move costs
+            (``nalar.move-horizon``, 3).
+        hold_ticks: Ticks a move must be called for in a row (``nalar.move-hold-ticks``, 20).
+        backoff: No move back within this many move costs (``nalar.move-backoff``, 2).
+        budget: Moves at most per window (``nalar.move-budget``, 3).
+        budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
     """
 
     name = "reallocate"
 
     def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 100,
-                 margin: float = 1.0) -> None:
+                 margin: float = 1.0, *, guard: bool = True, mix: bool = True, move_cost_s: float | None = None,
+                 gain: float | None = None, move_horizon: float | None = None, hold_ticks: int | None = None,
+                 backoff: float | None = None, budget: int | None = None, budget_window: float | None = None) -> None:
+        cfg = resolve()
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks
         self.margin = margin
         self.alpha = 1.0 / max(1, horizon_ticks)
+        self.guard = bool(guard)
+        self.mix = bool(mix)
+        self.move_cost_s = float(cfg["move-cost"] if move_cost_s is None else move_cost_s)
+        self.gain = float(cfg["move-gain"] if gain is None else gain)
+        self.move_horizon = float(cfg["move-horizon"] if move_horizon is None else move_horizon)
+        self.hold_ticks = int(cfg["move-hold-ticks"] if hold_ticks is None else hold_ticks)
+        self.backoff = float(cfg["move-backoff"] if backoff is None else backoff)
+        self.budget = int(cfg["move-budget"] if budget is None else budget)
+        self.budget_window = float(cfg["move-budget-window"] if budget_window is None else budget_window)
+        self._tick_s = float(cfg["tick-interval"])  # seconds per tick, until snapshots tell
         self._load: dict[str, float] = {}  # averaged queued + in-flight calls
         self._work: dict[str, float] = {}  # averaged service seconds arriving per tick
         self._svc: dict[str, float] = {}  # averaged service seconds per call
         self._seen: dict[str, tuple[int, float]] = {}  # instance -> (completed, busy_s) at the last tick
         self._last_load: dict[str, int] = {}
+        self._arrivals: dict[str, tuple[int, int]] = {}  # component -> (calls, sessions) at the last tick
+        self._time: float | None = None
+        self._timed = False  # the tick period was measured (else nalar.tick-interval)
         self._last = -(10**9)
+        self._hold: tuple[tuple[str, str] | None, int] = (None, 0)  # (taker, giver) called for, ticks in a row
+        self._moves: deque[tuple[float, str, str, str]] = deque(maxlen=256)  # (time, from, to, instance) of each move
+        self.refused: dict[str, int] = {}  # moves the guard refused, by reason (for reports and tests)
 
     def _avg(self, table: dict[str, float], name: str, value: float) -> None:
         prev = table.get(name)
         table[name] = value if prev is None else prev + self.alpha * (value - prev)
 
-    def _observe(self, pools: dict[str, Any]) -> None:
+    def _observe(self, snapshot: Snapshot, pools: dict[str, Any]) -> None:
+        if self._time is not None and snapshot.time > self._time:
+            dt = snapshot.time - self._time
+            self._tick_s = dt if not self._timed else self._tick_s + 0.1 * (dt - self._tick_s)
+            self._timed = True
+        self._time = snapshot.time
         seen: dict[str, tuple[int, float]] = {}
         delivered: dict[str, float] = {}
         for name, comp in pools.items():
@@ -186,37 +270,129 @@ class ReallocatePolicy(Policy):
             return  # no call has completed anywhere: work cannot be told from queues yet
         typical = sum(self._svc.values()) / len(self._svc)  # for a component with no completed call yet
         for name, comp in pools.items():
+            svc = self._svc.get(name, typical)
             grew = comp.load - self._last_load.get(name, comp.load)  # a first sight is no growth
             self._last_load[name] = comp.load
-            self._avg(self._work, name, max(0.0, delivered[name] + grew * self._svc.get(name, typical)))
+            work = max(0.0, delivered[name] + grew * svc)  # served, plus what queued up meanwhile
+            if comp.arrived is not None and comp.sessions_arrived is not None:
+                calls0, sess0 = self._arrivals.get(name, (comp.arrived, comp.sessions_arrived))
+                self._arrivals[name] = (comp.arrived, comp.sessions_arrived)
+                calls, sessions = max(0, comp.arrived - calls0), max(0, comp.sessions_arrived - sess0)
+                if self.mix and comp.sessions_arrived >= MIX_MIN_SESSIONS:
+                    # What the sessions arriving now will ask of the component: sessions times
+                    # the calls a session makes here (so far, on average) times the service per call.
+                    work = max(work, sessions * comp.arrived / comp.sessions_arrived * svc)
+                else:
+                    work = max(work, calls * svc)
+            self._avg(self._work, name, work)
+
+    def _cost(self, inst: Any) -> float:
+        return self.move_cost_s if inst.move_cost_s is None else float(inst.move_cost_s)
+
+    def _refuse(self, reason: str) -> list[Decision]:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return []
 
     def decide(self, snapshot: Snapshot) -> list[Decision]:
         pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity}
-        self._observe(pools)
-        if len(pools) < 2 or any(n not in self._work for n in pools) or snapshot.tick - self._last < self.cooldown_ticks:
+        self._observe(snapshot, pools)
+        self._forget_given_up(snapshot)
+        if len(pools) < 2 or any(n not in self._work for n in pools):
             return []
+        # Instances leaving a component (make before break) count where they go.
+        staying = {n: {i: s for i, s in c.instances.items() if s.moving_to is None} for n, c in pools.items()}
+        slots = {n: sum(s.capacity or 0 for s in st.values()) for n, st in staying.items()}
         total = sum(self._work[n] for n in pools)
         if total <= 0:
-            return []
-        count = sum(len(c.instances) for c in pools.values())
-        off = {n: len(c.instances) - max(1.0, count * self._work[n] / total) for n, c in pools.items()}  # + surplus
-        util = {n: self._load[n] / c.capacity for n, c in pools.items()}  # type: ignore[operator]
-        takers = [n for n in pools if util[n] > self.high and off[n] <= -self.margin]
+            return self._no_move()
+        count = sum(len(st) for st in staying.values())
+        off = {n: len(staying[n]) - max(1.0, count * self._work[n] / total) for n in pools}  # + surplus
+        util = {n: self._load[n] / max(1, slots[n]) for n in pools}
+        takers = [n for n in pools if util[n] > self.high and off[n] <= -self.margin
+                  and (not self.guard or pools[n].queued > 0)]
         if not takers:
-            return []
+            return self._no_move()
         taker = min(takers, key=lambda n: off[n])
         best: tuple[float, Any] | None = None
         for name, comp in pools.items():
-            if name == taker or off[name] < self.margin or util[name] >= self.low or len(comp.instances) < 2:
+            if name == taker or off[name] < self.margin or util[name] >= self.low or len(staying[name]) < 2:
                 continue
-            donor = min(comp.instances.values(), key=lambda s: (s.warming, s.load, s.instance))
-            left = comp.capacity - (donor.capacity or 0)  # type: ignore[operator]
-            if left > 0 and self._load[name] / left < self.high and (best is None or off[name] > best[0]):
+            if self.guard and comp.queued > 0:
+                continue  # a queueing component has no capacity to spare
+            ready = [s for s in staying[name].values() if not s.warming]
+            if not ready:
+                continue
+            donor = min(ready, key=lambda s: (s.load, s.instance))
+            left = slots[name] - (donor.capacity or 0)
+            if left <= 0 or self._load[name] / left >= self.high:
+                continue
+            if self.guard and self._work[name] / self._tick_s / left >= self.low:
+                continue  # its arriving work would not fit comfortably in what it keeps
+            if best is None or off[name] > best[0]:
                 best = (off[name], donor)
         if best is None:
-            return []
+            return self._no_move()
+        donor = best[1]
+        giver = donor.component
+        if not self.guard:
+            if snapshot.tick - self._last < self.cooldown_ticks:
+                return []
+            return self._move(snapshot, giver, taker, donor)
+        cost = self._cost(donor)
+        if not self._pays(pools[taker], slots[taker], donor.capacity or 0, cost):
+            return self._no_move("gain below cost")
+        pair = (taker, giver)
+        held = self._hold[1] + 1 if self._hold[0] == pair else 1
+        self._hold = (pair, held)
+        if held < self.hold_ticks:
+            return self._refuse("hysteresis")
+        if snapshot.tick - self._last < self.cooldown_ticks:
+            return self._refuse("cooldown")
+        now = snapshot.time
+        if any(src == taker and dst == giver and now - t < self.backoff * cost for t, src, dst, _ in self._moves):
+            return self._refuse("backoff")
+        if sum(1 for t, _, _, _ in self._moves if now - t < self.budget_window * cost) >= self.budget:
+            return self._refuse("budget")
+        return self._move(snapshot, giver, taker, donor)
+
+    def _forget_given_up(self, snapshot: Snapshot) -> None:
+        """Forget moves their provisioner gave up (make before break, the giver busy at the break).
+
+        Such an instance is still in the component it was to leave, and no longer
+        moving: it neither counts against the budget nor blocks a move back.
+        """
+        if not self._moves:
+            return
+        live = {i: s for c in snapshot.components.values() for i, s in c.instances.items()}
+        kept = [m for m in self._moves
+                if not (m[3] in live and live[m[3]].component == m[1] and live[m[3]].moving_to is None
+                        and snapshot.time > m[0])]
+        if len(kept) != len(self._moves):
+            self._moves = deque(kept, maxlen=self._moves.maxlen)
+
+    def _no_move(self, reason: str | None = None) -> list[Decision]:
+        self._hold = (None, 0)
+        return [] if reason is None else self._refuse(reason)
+
+    def _pays(self, taker: Any, slots: int, moved: int, cost: float) -> bool:
+        """Whether the queued work ``moved`` more slots would serve in ``taker`` beats what the move costs."""
+        if cost <= 0:
+            return True
+        svc = self._svc.get(taker.component)
+        if svc is None:
+            return False
+        backlog = taker.queued * svc  # slot-seconds of work waiting now
+        excess = self._work[taker.component] / self._tick_s - slots  # arriving beyond its slots, per second
+        after = max(0.0, backlog + excess * cost)  # still queued when the moved slots are warm
+        window = max(0.0, (self.move_horizon - 1.0) * cost)
+        served = min(moved * window, after + max(0.0, excess) * window)
+        return served >= self.gain * moved * cost
+
+    def _move(self, snapshot: Snapshot, giver: str, taker: str, donor: Any) -> list[Decision]:
         self._last = snapshot.tick
-        return [Provision(taker, where=best[1].instance)]
+        self._hold = (None, 0)
+        self._moves.append((snapshot.time, giver, taker, donor.instance))
+        return [Provision(taker, where=donor.instance)]
 
 
 class _SessionOrder(Policy):
@@ -281,15 +457,20 @@ class EDFPolicy(_SessionOrder):
 
 
 class NalarPolicy(Policy):
-    """The default: least_loaded routing, migration off blocked instances, and re-allocation."""
+    """The default: least_loaded routing, migration off blocked instances, and guarded re-allocation.
+
+    Args:
+        **reallocate: Arguments of its :class:`ReallocatePolicy` (``horizon_ticks=30``,
+            ``guard=False``, ...).
+    """
 
     name = "nalar"
     affinity_slack = 1
 
-    def __init__(self) -> None:
+    def __init__(self, **reallocate: Any) -> None:
         self.least_loaded = LeastLoadedPolicy()
         self.migrate = MigratePolicy()
-        self.reallocate = ReallocatePolicy()
+        self.reallocate = ReallocatePolicy(**reallocate)
 
     def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
         return self.least_loaded.choose(component, candidates)

@@ -40,7 +40,9 @@ def snapshot_to_dict(snap: D.Snapshot) -> dict[str, Any]:
         "tick": snap.tick,
         "futures": snap.futures,
         "components": {
-            n: {"queue_len": c.queue_len, "instances": {i: asdict(s) for i, s in c.instances.items()}}
+            n: {"queue_len": c.queue_len, "arrived": c.arrived, "sessions_arrived": c.sessions_arrived,
+                "slo_s": c.slo_s, "rejected": c.rejected, "deferred": c.deferred,
+                "instances": {i: asdict(s) for i, s in c.instances.items()}}
             for n, c in snap.components.items()
         },
         "sessions": {
@@ -107,6 +109,12 @@ class SchedulerGlobalController(SchedulerPlugin):
             for name, c in snap["components"].items():
                 comp = comps.setdefault(name, D.ComponentStats(name, {}))
                 comp.queue_len += c["queue_len"]
+                for key in ("arrived", "sessions_arrived"):  # the mix over every driver
+                    if c.get(key) is not None:
+                        setattr(comp, key, (getattr(comp, key) or 0) + c[key])
+                comp.rejected += c.get("rejected", 0)
+                comp.deferred += c.get("deferred", 0)
+                comp.slo_s = c.get("slo_s") if comp.slo_s is None else comp.slo_s
                 for iid, s in c["instances"].items():
                     gid = f"{drv}{_SEP}{iid}"
                     comp.instances[gid] = D.InstanceStats(**{**s, "instance": gid})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from nalar_plugin.testing.chat_model import SimulatedChatModel
 from nalar_plugin.testing.engine import SimulatedEngine
 from nalar_plugin.testing.farm import EngineFarm
-from nalar_plugin.testing.provisioner import FarmProvisioner
+from nalar_plugin.testing.provisioner import FarmProvisioner, PendingMoves
 from nalar_plugin.testing.records import EngineConfig, EngineMetrics, Generation
 from nalar_plugin.testing.sampling import TRACE_SHAPES, TokenSampler, TraceShape
 from nalar_plugin.testing.script import Script, ScriptEntry, scripted_response
@@ -31,6 +31,7 @@ __all__ = [
     "EngineServer",
     "FarmProvisioner",
     "Generation",
+    "PendingMoves",
     "Script",
     "ScriptEntry",
     "SimulatedChatModel",

@@ -35,7 +35,7 @@ def test_static_router_round_robins_and_keeps_stateful_sessions_on_one_engine() 
 def test_provision_moves_an_engine_and_its_calls_run_there_after_the_warmup() -> None:
     dep = _deployment()
     with nl.Runtime(policy="fcfs") as rt:
-        prov = ModelProvisioner(rt, dep)
+        prov = ModelProvisioner(rt, dep, make_before_break=False)
         prov.deploy(capacity=2)
         assert len(rt.plane.components["chat"]) == 2 and len(rt.plane.components["coder"]) == 1
         donor = rt.plane.components["chat"][1]

@@ -12,7 +12,7 @@ from nalar_plugin.testing import EngineConfig, EngineFarm, FarmProvisioner
 def test_provision_reassign_and_kill_through_the_farm() -> None:
     farm = EngineFarm({"chat": 2, "code": 1}, config=EngineConfig(time_scale=0.01, max_batch=2, warmup_s=20.0))
     with nl.Runtime(policy="fcfs") as rt:
-        prov = FarmProvisioner(rt, farm)
+        prov = FarmProvisioner(rt, farm, make_before_break=False)
         prov.deploy()
         # Re-assign an engine of chat to code: it costs the warm-up (20 model s = 0.2 s here).
         t0 = time.monotonic()

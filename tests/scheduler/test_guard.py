@@ -1,0 +1,191 @@
+"""The never-worse guard of ``reallocate`` (and so of ``nalar``), on hand-made snapshots.
+
+Each tick is 0.1 s of snapshot time. ``code`` and ``chat`` have instances of two
+slots; every call takes one second of service. The guard moves an instance only
+when the taker queues, the giver has room to spare, the queued work the move
+would serve beats its warm-up, the call for it holds for ``hold_ticks`` ticks, it
+is not a move back within the backoff, and the budget allows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dask.config
+
+from nalar_plugin.scheduler import ComponentStats, InstanceStats, Provision, Snapshot
+from nalar_plugin.scheduler.policies import NalarPolicy, ReallocatePolicy
+
+TICK = 1.0
+COST = 30.0  # wall seconds a move costs: 30 ticks
+
+
+@dataclass
+class Pool:
+    """One component: instances of two slots, each call one second of service.
+
+    ``rate`` calls (and ``sessions`` new sessions) arrive per second; its instances
+    complete ``done`` calls per second in all (a multiple of ``n``, so every tick
+    sees the same; a pool completing none takes the other pools' service per call);
+    ``queued`` calls wait per instance.
+    """
+
+    n: int
+    rate: float
+    done: float
+    queued: int = 0
+    in_flight: int = 2
+    sessions: float | None = None  # new sessions per second (default: one per call)
+    cost: float | None = COST  # what the provisioner declares a move of its instances costs
+    moving: dict[int, str] = field(default_factory=dict)  # instance index -> component it moves to
+
+
+class World:
+    """Cumulative counters per component, advanced one tick per :meth:`step`.
+
+    With ``follow``, an instance the policy moves shows as moving (make before
+    break, never breaking) in the snapshots after; else the topology stays as given,
+    and a moved instance still there and not moving reads as a move given up.
+    """
+
+    def __init__(self, policy: ReallocatePolicy, history: dict[str, tuple[float, float]] | None = None, *,
+                 follow: bool = False) -> None:
+        self.policy = policy
+        self.follow = follow
+        self.tick = 0
+        self.arrived: dict[str, float] = {k: v[0] for k, v in (history or {}).items()}
+        self.sessions: dict[str, float] = {k: v[1] for k, v in (history or {}).items()}
+        self.completed: dict[str, float] = {}
+        self.moving: dict[str, str] = {}
+
+    def step(self, pools: dict[str, Pool]) -> list[Provision]:
+        self.tick += 1
+        comps = {}
+        for name, p in pools.items():
+            self.arrived[name] = self.arrived.get(name, 0.0) + p.rate * TICK
+            self.sessions[name] = self.sessions.get(name, 0.0) + (p.rate if p.sessions is None else p.sessions) * TICK
+            self.completed[name] = self.completed.get(name, 0.0) + p.done * TICK
+            per = int(self.completed[name] / p.n)
+            comps[name] = ComponentStats(name, {
+                f"{name}/{i}": InstanceStats(f"{name}/{i}", name, queue_len=p.queued, in_flight=p.in_flight,
+                                             capacity=2, completed=per, busy_s=float(per), latency_p50=0.0,
+                                             latency_p95=0.0, latency_p99=0.0, move_cost_s=p.cost,
+                                             moving_to=self.moving.get(f"{name}/{i}", p.moving.get(i)))
+                for i in range(p.n)}, arrived=int(self.arrived[name]), sessions_arrived=int(self.sessions[name]))
+        snap = Snapshot(time=self.tick * TICK, tick=self.tick, components=comps, sessions={}, futures=0)
+        out = [d for d in self.policy.decide(snap) if isinstance(d, Provision)]
+        if self.follow:
+            self.moving.update({d.where: d.component for d in out})
+        return out
+
+    def run(self, ticks: int, pools: dict[str, Pool]) -> list[tuple[int, Provision]]:
+        out = []
+        for _ in range(ticks):
+            out += [(self.tick, d) for d in self.step(pools)]
+        return out
+
+
+def guard(**kw: float) -> ReallocatePolicy:
+    args = {"cooldown_ticks": 1, "horizon_ticks": 1, "hold_ticks": 1, "gain": 1.0, "move_horizon": 3.0,
+            "backoff": 2.0, "budget": 3, "budget_window": 10.0, **kw}
+    with dask.config.set({"nalar.tick-interval": TICK}):  # its first tick's period, until snapshots tell
+        return ReallocatePolicy(**args)  # type: ignore[arg-type]
+
+
+# code gets 8 calls/s on 4 slots and queues 10 per instance; chat is nearly idle. The first
+# tick sees no arrivals yet (counters need two looks), so moves come from the second.
+SATURATED = {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0), "code": Pool(2, rate=8.0, done=4.0, queued=10)}
+# code queues a little, but 3 calls/s fit its 4 slots: the queue drains before a move could help.
+SHORT = {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0), "code": Pool(2, rate=3.0, done=3.0, queued=1)}
+# The other way round: chat saturated, code nearly idle.
+FLIPPED = {"chat": Pool(3, rate=12.0, done=6.0, queued=10), "code": Pool(3, rate=1.0, done=0.0, in_flight=0)}
+
+
+def test_refuses_a_move_whose_gain_is_below_its_cost() -> None:
+    policy = guard()
+    assert World(policy).run(50, SHORT) == []
+    assert policy.refused.get("gain below cost", 0) >= 49
+    # The share rule alone would have moved an instance here.
+    assert World(guard(guard=False)).run(1, SHORT) == [(1, Provision("code", where="chat/0"))]
+
+
+def test_accepts_a_move_into_a_saturated_pool() -> None:
+    assert World(guard()).run(2, SATURATED) == [(2, Provision("code", where="chat/0"))]
+
+
+def test_the_cost_is_read_from_the_instances_a_move_takes() -> None:
+    cheap = {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0, cost=0.0), "code": SHORT["code"]}
+    assert World(guard()).run(1, cheap) == [(1, Provision("code", where="chat/0"))]  # a free move pays
+    # code's slots serve what arrives, on a queue of 20 calls: the moved slots would serve
+    # those 20 slot-seconds, which pays for a 3 s warm-up of 2 slots (6) but not a 30 s one (60).
+    def pools(cost: float) -> dict[str, Pool]:
+        return {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0, cost=cost),
+                "code": Pool(2, rate=4.0, done=4.0, queued=10)}
+
+    assert World(guard()).run(1, pools(3.0)) == [(1, Provision("code", where="chat/0"))]
+    assert World(guard()).run(20, pools(30.0)) == []
+
+
+def test_no_move_from_a_pool_that_queues_or_whose_arriving_work_would_not_fit() -> None:
+    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": SATURATED["code"]}
+    assert World(guard()).run(20, busy) == []
+    # chat's 3 calls/s would load the 4 slots it keeps to 0.75: not spare enough.
+    full = {"chat": Pool(3, rate=3.0, done=0.0, in_flight=0), "code": Pool(2, rate=20.0, done=4.0, queued=10)}
+    assert World(guard()).run(20, full) == []
+
+
+def test_hysteresis_the_call_for_a_move_must_hold() -> None:
+    world = World(guard(hold_ticks=5))
+    assert world.run(5, SATURATED) == []  # held ticks 2 to 5
+    assert world.run(1, SHORT) == []  # one tick without the need resets the count
+    assert world.run(4, SATURATED) == []
+    assert world.run(1, SATURATED) == [(11, Provision("code", where="chat/0"))]
+    assert world.policy.refused["hysteresis"] == 8
+
+
+def test_no_move_back_within_the_backoff() -> None:
+    world = World(guard(backoff=2.0), follow=True)  # 2 x 30 s
+    assert world.run(2, SATURATED) == [(2, Provision("code", where="chat/0"))]
+    moves = world.run(80, FLIPPED)
+    assert moves and moves[0] == (62, Provision("chat", where="code/0"))
+    assert world.policy.refused["backoff"] == 59
+
+
+def test_a_move_given_up_at_its_break_does_not_block_the_way_back() -> None:
+    world = World(guard(backoff=2.0))
+    assert world.run(2, SATURATED) == [(2, Provision("code", where="chat/0"))]
+    # chat/0 is still in chat and no longer moving: its provisioner gave the move up.
+    assert world.run(1, FLIPPED) == [(3, Provision("chat", where="code/0"))]
+
+
+def test_the_budget_caps_moves_per_window() -> None:
+    world = World(guard(budget=2, budget_window=10.0, cooldown_ticks=10), follow=True)  # 2 moves per 300 s
+    pools = {"chat": Pool(8, rate=1.0, done=0.0, in_flight=0), "code": SATURATED["code"]}
+    moves = [t for t, _ in world.run(320, pools)]
+    assert moves == [2, 12, 302, 312]
+    assert world.policy.refused["budget"] > 250
+
+
+def test_an_instance_moving_away_counts_where_it_goes() -> None:
+    # chat/0 is already on its way to code (make before break): it is not given again, and
+    # chat gives another only while two instances stay.
+    moving = {"chat": Pool(4, rate=1.0, done=0.0, in_flight=0, moving={0: "code"}), "code": SATURATED["code"]}
+    assert World(guard()).run(2, moving) == [(2, Provision("code", where="chat/1"))]
+    two = {"chat": Pool(2, rate=1.0, done=0.0, in_flight=0, moving={0: "code"}), "code": SATURATED["code"]}
+    assert World(guard()).run(5, two) == []
+
+
+def test_the_arriving_mix_shows_demand_before_the_calls_do() -> None:
+    # code has seen 100 sessions of 8 calls each. New sessions arrive at 4 a second, each
+    # with its first call only so far: the calls alone fit code's slots, the sessions do not.
+    history = {"code": (800.0, 100.0), "chat": (100.0, 100.0)}
+    turning = {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0),
+               "code": Pool(2, rate=4.0, done=4.0, queued=1, sessions=4.0)}
+    assert World(guard(mix=False), history).run(20, turning) == []
+    assert World(guard(mix=True), history).run(2, turning) == [(2, Provision("code", where="chat/0"))]
+
+
+def test_nalar_passes_its_arguments_to_reallocate_and_guards_by_default() -> None:
+    policy = NalarPolicy(horizon_ticks=30, hold_ticks=7)
+    assert policy.reallocate.alpha == 1 / 30 and policy.reallocate.hold_ticks == 7 and policy.reallocate.guard
+    assert ReallocatePolicy().guard and ReallocatePolicy().move_cost_s == 30.0
