@@ -231,7 +231,9 @@ class ReallocatePolicy(Policy):
         self.budget_window = float(cfg["move-budget-window"] if budget_window is None else budget_window)
         self._tick_s = float(cfg["tick-interval"])  # seconds per tick, until snapshots tell
         self._load: dict[str, float] = {}  # averaged queued + in-flight calls
-        self._work: dict[str, float] = {}  # averaged service seconds arriving per tick
+        self._work: dict[str, float] = {}  # service seconds arriving per tick, averaged (the larger below)
+        self._served: dict[str, float] = {}  # averaged service delivered plus load growth per tick
+        self._arriving: dict[str, float] = {}  # averaged service the arriving sessions (or calls) bring per tick
         self._svc: dict[str, float] = {}  # averaged service seconds per call
         self._seen: dict[str, tuple[int, float]] = {}  # instance -> (completed, busy_s) at the last tick
         self._last_load: dict[str, int] = {}
@@ -273,7 +275,9 @@ class ReallocatePolicy(Policy):
             svc = self._svc.get(name, typical)
             grew = comp.load - self._last_load.get(name, comp.load)  # a first sight is no growth
             self._last_load[name] = comp.load
-            work = max(0.0, delivered[name] + grew * svc)  # served, plus what queued up meanwhile
+            # Served, plus what queued up meanwhile.
+            self._avg(self._served, name, max(0.0, delivered[name] + grew * svc))
+            work = self._served[name]
             if comp.arrived is not None and comp.sessions_arrived is not None:
                 calls0, sess0 = self._arrivals.get(name, (comp.arrived, comp.sessions_arrived))
                 self._arrivals[name] = (comp.arrived, comp.sessions_arrived)
@@ -281,10 +285,11 @@ class ReallocatePolicy(Policy):
                 if self.mix and comp.sessions_arrived >= MIX_MIN_SESSIONS:
                     # What the sessions arriving now will ask of the component: sessions times
                     # the calls a session makes here (so far, on average) times the service per call.
-                    work = max(work, sessions * comp.arrived / comp.sessions_arrived * svc)
+                    self._avg(self._arriving, name, sessions * comp.arrived / comp.sessions_arrived * svc)
                 else:
-                    work = max(work, calls * svc)
-            self._avg(self._work, name, work)
+                    self._avg(self._arriving, name, calls * svc)
+                work = max(work, self._arriving[name])  # of the averages: the larger says more
+            self._work[name] = work
 
     def _cost(self, inst: Any) -> float:
         return self.move_cost_s if inst.move_cost_s is None else float(inst.move_cost_s)
