@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -169,3 +170,13 @@ class Traffic:
         self._thread.join()
         if self.error is not None:
             raise self.error
+
+
+@contextlib.contextmanager
+def operators_runtime(state_dir: str) -> Iterator[nl.Runtime]:
+    """An embedded Runtime with the dashboard, two ``llm`` instances and a scripted policy."""
+    with nl.Runtime(dashboard=True, tick_interval=0.05, state_dir=state_dir) as runtime:
+        runtime.set_policy(ScriptedPolicy())
+        runtime.register_plugin(Veto())
+        runtime.deploy("llm", [Engine("a"), Engine("b")], capacity=2)
+        yield runtime

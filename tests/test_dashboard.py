@@ -20,7 +20,7 @@ import nalar_plugin as nl
 from nalar_plugin.cli import main
 from nalar_plugin.monitor import dashboard_base, page_url
 from nalar_plugin.monitor.top import data_url, render_text
-from tests._operators import Engine, ScriptedPolicy, Traffic, Veto, get, scrape, summarise, total, view, wait_until
+from tests._operators import Engine, Traffic, get, operators_runtime, scrape, summarise, total, view, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in (os.environ.get("NALAR_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
@@ -30,10 +30,7 @@ CHROMIUM = next((p for p in (os.environ.get("NALAR_CHROMIUM"), "/usr/bin/chromiu
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nl.Runtime]:
     """An embedded Runtime with the dashboard, two ``llm`` instances and a scripted policy."""
-    with nl.Runtime(dashboard=True, tick_interval=0.05, state_dir=str(tmp_path_factory.mktemp("dash"))) as runtime:
-        runtime.set_policy(ScriptedPolicy())
-        runtime.register_plugin(Veto())
-        runtime.deploy("llm", [Engine("a"), Engine("b")], capacity=2)
+    with operators_runtime(str(tmp_path_factory.mktemp("dash"))) as runtime:
         yield runtime
 
 

@@ -11,7 +11,7 @@ import pytest
 import nalar_plugin as nl
 from nalar_plugin.errors import CallVetoedError, UnsatisfiableResourcesError
 from nalar_plugin.monitor import METRICS, Monitor
-from tests._operators import Engine, Gate, ScriptedPolicy, Veto, scrape, summarise, total, wait_until
+from tests._operators import Gate, operators_runtime, scrape, summarise, total, wait_until
 
 
 @nl.agent(resources={"NO-SUCH-RESOURCE": 1})
@@ -21,10 +21,7 @@ def needs_what_no_worker_has(x: int) -> int:
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nl.Runtime]:
-    with nl.Runtime(dashboard=True, tick_interval=0.05, state_dir=str(tmp_path_factory.mktemp("metrics"))) as runtime:
-        runtime.set_policy(ScriptedPolicy())
-        runtime.register_plugin(Veto())
-        runtime.deploy("llm", [Engine("a"), Engine("b")], capacity=2)
+    with operators_runtime(str(tmp_path_factory.mktemp("metrics"))) as runtime:
         yield runtime
 
 
