@@ -19,6 +19,8 @@ from .bench.plots import latencies_of, plot_runs
 from .bench.research import ResearchSettings, bench_research, plot_research
 from .bench.research import format_table as format_research_table
 from .bench.runner import RunSettings, run
+from .bench.seeds import format_markdown as format_seeds_markdown
+from .bench.seeds import merge_seeds, plot_seeds
 from .bench.soak import bench_soak
 from .bench.workloads import workload
 from .demo import run_demo, run_research_demo
@@ -171,6 +173,23 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_seeds(args: argparse.Namespace) -> int:
+    results = []
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                results.append(json.load(f))
+        except (OSError, ValueError) as exc:
+            raise NalarError(f"cannot read the comparison {path}: {exc}") from exc
+    merged = merge_seeds(results)
+    _write_json(merged, args.json, echo=False)
+    print(format_seeds_markdown(merged))
+    if args.plot:
+        plot_seeds(merged, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench_research(args: argparse.Namespace) -> int:
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     settings = ResearchSettings(rps=tuple(args.rps), duration_s=args.duration, replicas=args.replicas, seed=args.seed,
@@ -275,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="router: the mean-latency bound of a sustained rate, times the lower bound")
     _workload_options(cmp)
     cmp.set_defaults(fn=_cmd_bench_compare)
+    sd = bsub.add_parser("seeds", help="merge one workload's comparisons on several seeds: ratios and excess removed")
+    sd.add_argument("files", nargs="+", metavar="COMPARE.json", help="the JSON of `nalar bench compare`, one per seed")
+    sd.add_argument("--json", metavar="FILE", help="write the merged result here")
+    sd.add_argument("--plot", metavar="FILE.png", help="write ratio and share of the excess removed against rate here")
+    sd.set_defaults(fn=_cmd_bench_seeds)
     st = sub.add_parser("state", help="the state directory")
     stsub = st.add_subparsers(dest="state_command", required=True)
     gc = stsub.add_parser("gc", help="apply the journal's retention rules now (no Runtime may use the directory)")

@@ -42,6 +42,9 @@ Settings:
     journal-gc-interval: Period of the sweep that applies both rules (default ``60s``).
     session-cache: Idle sessions whose metrics and affinity the local controllers keep
         (default 4096).
+    request-gap: A session idle for no longer than this between two calls is still in one
+        request, and keeps that request's age in the queues: among calls of equal priority
+        the older request goes first (default ``500ms``).
     graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
     close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
         (default ``30s``).
@@ -99,6 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "journal-max-sessions": None,
     "journal-gc-interval": "60s",
     "session-cache": 4096,
+    "request-gap": "500ms",
     "graph-sessions": 1000,
     "close-timeout": "30s",
     "move-cost": "30s",
@@ -143,6 +147,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "journal-gc-interval": lambda v: None if v is None else _seconds(v),
         "session-cache": int,
         "graph-sessions": int,
+        "request-gap": _seconds,
         "close-timeout": _seconds,
         "move-cost": _seconds,
         "move-gain": float,

@@ -121,6 +121,7 @@ class Runtime:
         # The state directory is checked first: a bad one fails before any cluster starts.
         self.plane = ControlPlane(self._dispatch, seed=cfg["seed"], session_cap=cfg["session-cache"],
                                   affinity_slack=getattr(self.policy, "affinity_slack", None),
+                                  request_gap_s=cfg["request-gap"],
                                   fail=lambda call, exc: self.calls.fail(call, exc))
         try:
             self.state = StateService(cfg["state-dir"], allowed_types=cfg["state-allowed-types"],

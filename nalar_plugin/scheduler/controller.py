@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 # How far a deferred call's priority drops: behind every call that can still make its SLO.
 DEFER_PRIORITY = 1e12
+# A session idle for at most this long between two calls is still serving one request
+# (the gap between two steps of a graph run); longer, and its next call starts a new one.
+REQUEST_GAP_S = 0.5
 
 
 @dataclass(eq=False)
@@ -206,7 +209,7 @@ class ControlPlane:
 
     def __init__(self, dispatch: Callable[[Call, LocalController], None], *, seed: int = 0,
                  fail: Callable[[Call, BaseException], None] | None = None, session_cap: int = 10_000,
-                 affinity_slack: int | None = None) -> None:
+                 affinity_slack: int | None = None, request_gap_s: float = REQUEST_GAP_S) -> None:
         self._dispatch = dispatch
         self._fail = fail
         self._lock = threading.RLock()
@@ -216,7 +219,10 @@ class ControlPlane:
         self.instances: dict[str, LocalController] = {}
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
         self._sessions: dict[str, SessionStats] = {}
-        self._idle: OrderedDict[str, None] = OrderedDict()  # sessions with nothing queued or in flight, LRU
+        # Sessions with nothing queued or in flight, LRU, with the monotonic time each
+        # went idle (None: it never ran).
+        self._idle: OrderedDict[str, float | None] = OrderedDict()
+        self.request_gap_s = request_gap_s
         self.session_cap = session_cap
         self.affinity_slack = affinity_slack  # None: affinity never yields
         self._active: dict[str, SessionStats] = {}  # sessions with queued or in-flight calls
@@ -333,8 +339,11 @@ class ControlPlane:
         """Queue a call that passed the SLO check; the instance it is bound to, if any (caller holds the lock)."""
         ctx = call.context
         if ctx.session not in self._active:
-            sess.order = next(self._seq)  # a new request of the session starts here
-            self._idle.pop(ctx.session, None)
+            idle_since = self._idle.pop(ctx.session, None)
+            # A session idle only between two steps of one graph run keeps its request's
+            # age; one idle for longer than the gap starts a new request here.
+            if idle_since is None or time.monotonic() - idle_since > self.request_gap_s:
+                sess.order = next(self._seq)
         call.order = sess.order
         sess.queued += 1
         self._active[ctx.session] = sess
@@ -483,7 +492,7 @@ class ControlPlane:
         self._active.pop(session, None)
         self._queued.pop(session, None)
         if session in self._sessions:
-            self._idle[session] = None
+            self._idle[session] = time.monotonic()
             self._idle.move_to_end(session)
 
     def _drop_session(self, session: str) -> None:

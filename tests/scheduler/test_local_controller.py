@@ -262,11 +262,31 @@ def test_ties_go_to_the_older_request_first() -> None:
     # The older request's follow-up goes before the newer request's first call.
     assert rec.order() == ["old-1", "old-2", "new-1"]
     finish(plane, rec, "new-1")
-    plane.enqueue(make_call("hold", session="z"))  # keeps the slot
+
+
+def _two_requests_after_idle(gap_s: float, pause_s: float) -> list[str]:
+    """``old`` runs, goes idle for ``pause_s``, then calls again behind a newer request."""
+    rec = Recorder()
+    plane = ControlPlane(rec, request_gap_s=gap_s)
+    plane.add_component("c", instances=1, capacity=1)
+    plane.enqueue(make_call("old-1", session="old"))
+    plane.enqueue(make_call("new-1", session="new"))  # waits: the slot is taken
+    finish(plane, rec, "old-1")  # old is idle now, new-1 runs
+    time.sleep(pause_s)
     plane.enqueue(make_call("new-2", session="new"))
-    plane.enqueue(make_call("old-3", session="old"))  # the old session's next request is newer now
-    finish(plane, rec, "hold")
-    assert rec.order()[-2:] == ["hold", "new-2"]
+    plane.enqueue(make_call("old-2", session="old"))
+    finish(plane, rec, "new-1")
+    return rec.order()
+
+
+def test_a_short_idle_between_graph_steps_keeps_the_request_age() -> None:
+    # Idle only for an instant between two steps of one run: still the older request.
+    assert _two_requests_after_idle(gap_s=0.5, pause_s=0.0) == ["old-1", "new-1", "old-2"]
+
+
+def test_a_session_idle_past_the_gap_starts_a_newer_request() -> None:
+    # Idle for longer than the gap: its next call is a new request, behind ``new``'s.
+    assert _two_requests_after_idle(gap_s=0.02, pause_s=0.05) == ["old-1", "new-1", "new-2"]
 
 
 def test_affinity_yields_when_its_instance_is_full_and_another_has_room() -> None:
