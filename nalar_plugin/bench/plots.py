@@ -7,10 +7,26 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["latencies_of", "plot_runs"]
+__all__ = ["latencies_of", "plot_runs", "pyplot"]
 
 _COLORS = {"nalar": "tab:blue", "langgraph": "tab:red", "fcfs": "tab:gray"}
 _MORE = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend.
+
+    Raises:
+        ConfigError: matplotlib is missing (``pip install 'nalar-plugin[bench]'``).
+    """
+    try:
+        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
+    except ImportError as exc:
+        raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
+    return plt
 
 
 def latencies_of(result: Any) -> list[float]:
@@ -30,14 +46,7 @@ def plot_runs(runs: Mapping[str, Sequence[tuple[dict[str, Any], Sequence[float]]
     Raises:
         ConfigError: matplotlib is missing (``pip install 'nalar-plugin[bench]'``).
     """
-    try:
-        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
-    except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
-
+    plt = pyplot()
     fig, (ax_load, ax_cdf) = plt.subplots(1, 2, figsize=(11, 4.2))
     bound_drawn = False
     top_rate = max((s["rps_offered"] for rs in runs.values() for s, _ in rs), default=0)

@@ -58,6 +58,7 @@ from tqdm import tqdm
 from .. import errors as nalar_errors
 from ..errors import ConfigError, NalarError, RuntimeStateError
 from ..runtime import Runtime
+from .plots import pyplot
 from .replicas import Job, Replicas, make_schedule, replica_metrics, schedule_digest
 from .research_app import SEARCH_SCALE_ENV, ResearchContext, build_app, make_llms, web_search
 from .stats import latency_stats
@@ -504,13 +505,7 @@ def plot_research(data: dict[str, Any], path: str) -> None:
     Raises:
         ConfigError: matplotlib is missing.
     """
-    try:
-        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
-    except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
+    plt = pyplot()
     colors = {"nalar": "tab:blue", "langgraph": "tab:red"}
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for system, rs in data["runs"].items():

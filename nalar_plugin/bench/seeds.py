@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .compare import BASELINE
+from .plots import pyplot
 
 __all__ = ["NEVER_WORSE", "NOTHING_TO_REMOVE", "format_markdown", "merge_seeds", "plot_seeds", "share_removed"]
 
@@ -146,14 +147,7 @@ def plot_seeds(merged: Mapping[str, Any], path: str) -> None:
     Raises:
         ConfigError: matplotlib is missing (``pip install 'nalar-plugin[bench]'``).
     """
-    try:
-        import matplotlib  # noqa: PLC0415 - matplotlib is an optional dependency
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib is an optional dependency
-    except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'nalar-plugin[bench]'") from exc
-
+    plt = pyplot()
     fig, (ax_ratio, ax_share) = plt.subplots(1, 2, figsize=(11, 4.2))
     for system, rows in merged["systems"].items():
         for stat, style in (("mean", "o-"), ("p99", "s--")):
