@@ -315,11 +315,13 @@ class RateLimiter:
                     self._cond.wait(max(0.001, later - now))
                     continue
             for name, loc, req in jobs:
-                if self._exchange(loc, req):
-                    try:
+                try:
+                    if self._exchange(loc, req):
                         self._wake(name)
-                    except Exception:
-                        logger.exception("waking the local controllers of %s failed", name)
+                except Exception:  # the thread must survive anything: calls wait on it
+                    logger.exception("rate limits of %s: a round trip or the wake-up after it failed", name)
+                    with self._cond:
+                        loc.busy = False
 
     def _exchange(self, loc: _Local, req: dict[str, Any]) -> bool:
         """One round trip; True when it brought a lease."""

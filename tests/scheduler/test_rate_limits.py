@@ -92,8 +92,8 @@ def test_the_rule() -> None:
     limit = RateLimit.checked(rpm=600, tpm=6000, burst_s=0.5)
     assert limit is not None
     assert limit.request_capacity == 5.0 and limit.token_capacity == 50.0
-    assert RateLimit.checked(rpm=6).request_capacity == 1.0  # type: ignore[union-attr]  # at least one call
-    assert RateLimit.checked() is None
+    assert RateLimit(rpm=6).request_capacity == 1.0  # at least one call
+    assert RateLimit.checked(burst_s=3) is None  # no limit given
 
 
 # -- the scheduler's book, on its own clock ----------------------------------------------------------
