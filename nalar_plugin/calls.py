@@ -51,6 +51,7 @@ from .future import CANCELLED, FINISHED, QUEUED, RUNNING, Future, collect_future
 from .graph import CallGraph
 from .plugins import PluginManager
 from .scheduler.controller import Call, ControlPlane, LocalController
+from .scheduler.leases import tokens_used
 from .state._encoding import dumps_value
 from .state.journal import JournalRecord, arg_hash
 from .state.managed import CallScope
@@ -449,6 +450,8 @@ class CallPath:
     # -- 5. commit ---------------------------------------------------------------------------
     def _on_outcome(self, call: Call, outcome: Outcome) -> None:
         cancelled = call.future.done()  # cancelled while it ran: its slot was held until now
+        if outcome.kind == OK and "rate_reserved" in call.extra:  # a token limit settles what it reports
+            call.extra["tokens_used"] = tokens_used(outcome.value)
         if outcome.kind == LOST and not cancelled and self._retry(call, outcome.value):
             return
         if outcome.kind != OK:

@@ -21,11 +21,13 @@ from .calls import CallPath, HostedAddress
 from .config import slo_mode, slo_seconds
 from .context import CallContext, CallSink, new_id
 from .dispatch import Dispatcher
-from .errors import ConfigError, RuntimeStateError
+from .errors import ClusterError, ConfigError, RuntimeStateError
 from .future import Future
 from .links import FutureRef, LinkHandlers, loads
 from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
+from .scheduler.leases import RateLimiter
+from .scheduler.limits import RateLimit
 from .stubs import ClassStub, CreateTarget, Directives, EndpointTarget, HostedObject
 
 __all__ = ["ComponentHandle", "ComponentStub", "Components", "DriverRequests", "LocalSink", "method_is_async"]
@@ -88,11 +90,13 @@ class Components:
         dispatcher: The workers (where factory instances and hosted objects live).
         plugins: The plugin manager (``nalar_endpoint``).
         sink: The Runtime (hosted objects' method calls go to it).
+        limits: The rate limits (components deployed with ``rpm``/``tpm``).
     """
 
     def __init__(self, plane: ControlPlane, calls: CallPath, dispatcher: Dispatcher, plugins: PluginManager,
-                 sink: CallSink) -> None:
+                 sink: CallSink, limits: RateLimiter) -> None:
         self._plane = plane
+        self._limits = limits
         self._calls = calls
         self._dispatcher = dispatcher
         self._plugins = plugins
@@ -108,18 +112,27 @@ class Components:
 
     def deploy(self, name: str, instances: Any, *, n: int | None = None, capacity: int | None = None,
                stateful: bool = True, resources: dict[str, float] | None = None, slo_s: float | str | None = None,
-               on_slo: str = "reject") -> list[str]:
+               on_slo: str = "reject", rpm: float | None = None, tpm: float | None = None,
+               burst_s: float = 1.0, output_tokens: int | None = None) -> list[str]:
         """Declare the component ``name`` and its instances (see :meth:`nalar_plugin.Runtime.deploy`).
+
+        ``output_tokens`` is the output estimate of its calls under a ``tpm`` limit
+        (``None``: ``nalar.rate-output-tokens``).
 
         Raises:
             ConfigError: The name is taken, no instance was given, ``n`` is not a positive integer,
-                or the SLO or ``on_slo`` is invalid.
-            ClusterError: A factory has no worker to host its objects on.
+                or the SLO, ``on_slo`` or a rate limit is invalid.
+            ClusterError: A factory has no worker to host its objects on, or the scheduler
+                cannot hold the rate limits.
         """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a component needs a non-empty str name, got {name!r}")
         slo = slo_seconds(slo_s)
         mode = slo_mode(on_slo)
+        try:
+            limit = RateLimit.checked(rpm, tpm, burst_s)
+        except ConfigError as exc:
+            raise ConfigError(f"component {name!r}: {exc}") from exc
         with self._lock:
             if name in self._deployed:
                 raise ConfigError(f"component {name!r} is already deployed")
@@ -152,6 +165,12 @@ class Components:
             probe = instances
         else:
             raise ConfigError(f"component {name!r}: instances must be a list of objects or a factory")
+        if limit is not None:
+            try:
+                self._limits.configure(name, limit, output_tokens=output_tokens)
+            except Exception as exc:
+                raise ClusterError(f"component {name!r}: the Dask scheduler could not hold its rate limits "
+                                   f"({exc}); its environment needs nalar-plugin installed") from exc
         with self._lock:
             self._deployed[name] = (probe, directives)
         ids: list[str] = self._plane.add_component(name, len(addresses), capacity, addresses=addresses)

@@ -48,6 +48,9 @@ Settings:
     graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
     close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
         (default ``30s``).
+    rate-output-tokens: The output tokens a call of a component with a ``tpm`` limit is
+        expected to produce when it gives no ``max_tokens`` (and a deployed model has none),
+        reserved at admission and settled when it completes (default 256).
 
 Re-allocation guard (the ``reallocate`` policy, and so ``nalar``; each is also a
 constructor argument of :class:`~nalar_plugin.scheduler.policies.ReallocatePolicy`):
@@ -105,6 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "request-gap": "500ms",
     "graph-sessions": 1000,
     "close-timeout": "30s",
+    "rate-output-tokens": 256,
     "move-cost": "30s",
     "move-gain": 1.0,
     "move-horizon": 3.0,
@@ -149,6 +153,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "graph-sessions": int,
         "request-gap": _seconds,
         "close-timeout": _seconds,
+        "rate-output-tokens": int,
         "move-cost": _seconds,
         "move-gain": float,
         "move-horizon": float,
@@ -171,7 +176,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         raise ConfigError(f"nalar.worker-slots must be >= 1, got {cfg['worker-slots']}")
     if cfg["n-workers"] is not None and cfg["n-workers"] < 1:
         raise ConfigError(f"nalar.n-workers must be >= 1, got {cfg['n-workers']}")
-    for key in ("worker-threads-max", "session-cache", "graph-sessions"):
+    for key in ("worker-threads-max", "session-cache", "graph-sessions", "rate-output-tokens"):
         if cfg[key] < 1:
             raise ConfigError(f"nalar.{key} must be >= 1, got {cfg[key]}")
     if cfg["journal-max-sessions"] is not None and cfg["journal-max-sessions"] < 1:

@@ -45,6 +45,7 @@ from .monitor import HISTORY_STEP, DashboardLink, Monitor, page_url
 from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
 from .scheduler.global_controller import GlobalController
+from .scheduler.leases import RateLimiter
 from .scheduler.shared import SharedDecisions, snapshot_to_dict
 from .state.checkpoint import DiskcacheSaver
 from .state.journal import Journal, JournalRecord, Retention
@@ -166,14 +167,17 @@ class Runtime:
                               graph=self.graph_store, retry=self.retry_policy, send=self.dispatcher.send,
                               cancel_remote=self.dispatcher.cancel, check_resources=self.dispatcher.check_resources,
                               sink=self)
-        self.components = Components(self.plane, self.calls, self.dispatcher, self.plugins, sink)
+        # Rate limits: buckets in the scheduler (shared by every driver), leases spent here.
+        self.limits = RateLimiter(self.client, self.token, self.plane.refresh, output_tokens=cfg["rate-output-tokens"])
+        self.plane.limiter = self.limits
+        self.components = Components(self.plane, self.calls, self.dispatcher, self.plugins, sink, self.limits)
         sink.bind(self.calls, self.components)
         requests.bind(self.calls, self.components)
         self.controller = GlobalController(self.plane, self.policy, interval=cfg["tick-interval"], plugins=self.plugins)
         self.controller.every(1.0, self.dispatcher.refresh)
         # The operators' view: counts on the call path, the page and metrics in the scheduler.
         self.monitor = Monitor(self.token, self.controller, self.state.journal, in_flight=self.calls.in_flight,
-                               policy=lambda: self.policy_name)
+                               policy=lambda: self.policy_name, rate_limits=self.limits.stats)
         self.plugins.register(self.monitor, "nalar-monitor")
         self.controller.every(HISTORY_STEP, self.monitor.sample)
         self.dashboard = DashboardLink(self.client, getattr(self.cluster, "scheduler", None), self.monitor,
@@ -242,6 +246,7 @@ class Runtime:
             lambda: self.dashboard.close(),
             lambda: self.adapters.close(),
             lambda: self.calls.close(_seconds(self.config["close-timeout"]) or 0.0),
+            lambda: self.limits.close(),
             lambda: self.dispatcher.close(),
         ):
             try:
@@ -335,7 +340,8 @@ class Runtime:
     # -- components ---------------------------------------------------------------------
     def deploy(self, name: str, instances: Any, *, n: int | None = None, capacity: int | None = None,
                stateful: bool = True, resources: dict[str, float] | None = None, slo_s: float | str | None = None,
-               on_slo: str = "reject") -> list[str]:
+               on_slo: str = "reject", rpm: float | None = None, tpm: float | None = None,
+               burst_s: float = 1.0) -> list[str]:
         """Declare the component ``name`` and its instances.
 
         Args:
@@ -354,17 +360,29 @@ class Runtime:
             on_slo: ``"reject"`` (fail at once with
                 :class:`~nalar_plugin.errors.AdmissionRejectedError`) or ``"defer"`` (queue
                 it behind the calls that can make it); a call's own ``on_slo`` wins.
+            rpm: Calls started per minute, summed over every driver of the cluster that
+                deploys ``name``. A call over the limit waits in its queue until the
+                budget refills; it is never dropped.
+            tpm: Tokens (input plus output) per minute, likewise: a call reserves an
+                estimate (its text's characters / 4 plus its ``max_tokens``, else
+                ``nalar.rate-output-tokens``) and is settled with the ``usage_metadata``
+                its value reports when it completes.
+            burst_s: Seconds of each rate a full bucket holds: over any window of ``W``
+                seconds, calls started are at most ``max(1, rpm / 60 x burst_s) + rpm / 60 x W``
+                (tokens charged likewise). Waits show in ``rt.stats()["rate_limits"]``.
 
         Returns:
             The instance ids.
 
         Raises:
             ConfigError: The name is taken, no instance was given, ``n`` is not an integer >= 1,
-                or the SLO or ``on_slo`` is invalid.
+                or the SLO, ``on_slo`` or a rate limit (not a number > 0) is invalid.
+            ClusterError: The scheduler cannot hold the rate limits.
         """
         self._check_open()
         return self.components.deploy(name, instances, n=n, capacity=capacity, stateful=stateful,
-                                      resources=resources, slo_s=slo_s, on_slo=on_slo)
+                                      resources=resources, slo_s=slo_s, on_slo=on_slo, rpm=rpm, tpm=tpm,
+                                      burst_s=burst_s)
 
     def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Future:
         """Call ``method`` of the deployed component ``name``; the instance is chosen at admission."""
@@ -410,15 +428,17 @@ class Runtime:
         return await self.adapters.awrap_tool_call(request, execute)
 
     def deploy_model(self, name: str, models: Sequence[Any], *, capacity: int | None = None,
-                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject") -> list[str]:
+                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject",
+                     rpm: float | None = None, tpm: float | None = None, burst_s: float = 1.0) -> list[str]:
         """Declare the replicas of a chat model as the component ``name``.
 
-        ``slo_s`` and ``on_slo`` are admission's, as in :meth:`deploy`. See
+        ``slo_s`` and ``on_slo`` are admission's, and ``rpm``, ``tpm`` and ``burst_s`` its
+        rate limits, as in :meth:`deploy`. See
         :meth:`nalar_plugin.adapters.service.AdapterService.deploy_model`.
         """
         self._check_open()
         return self.adapters.deploy_model(name, models, capacity=capacity, stateful=stateful, slo_s=slo_s,
-                                          on_slo=on_slo)
+                                          on_slo=on_slo, rpm=rpm, tpm=tpm, burst_s=burst_s)
 
     def adapter_runs(self, session: str | None = None) -> list[Any]:
         """The LangChain runs the adapters recorded (of one session if given), oldest first."""
@@ -470,6 +490,10 @@ class Runtime:
 
         ``admission`` has the calls shed at admission: ``rejected`` and ``deferred`` in
         all, and per component with an SLO (or a shed call) its SLO and counts.
+        ``rate_limits`` has, per component deployed with ``rpm``/``tpm``, its limits and
+        this driver's counts: calls ``admitted``, calls ``limited`` (that waited for budget)
+        and ``wait_s`` (their waits, in all), tokens reserved, used, charged as debt and
+        refunded (see :meth:`nalar_plugin.scheduler.leases.RateLimiter.stats`).
         """
         snap = self.plane.snapshot()
         control = self._shared.stats() if self._shared is not None else self.controller.stats()
@@ -478,7 +502,7 @@ class Runtime:
                      "deferred": sum(c["deferred"] for c in per.values()), "components": per}
         return {"instances": {k: vars(v) for k, v in snap.instances().items()}, "control": control,
                 "calls_in_flight": self.calls.in_flight(), "workers": self.dispatcher.busy(),
-                "admission": admission}
+                "admission": admission, "rate_limits": self.limits.stats()}
 
     def __repr__(self) -> str:
         where = "closed" if self.closed else getattr(self.client, "scheduler", None) and self.client.scheduler.address

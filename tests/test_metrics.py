@@ -11,7 +11,7 @@ import pytest
 import nalar_plugin as nl
 from nalar_plugin.errors import CallVetoedError, UnsatisfiableResourcesError
 from nalar_plugin.monitor import METRICS, Monitor
-from tests._operators import Gate, operators_runtime, scrape, summarise, total, wait_until
+from tests._operators import Engine, Gate, operators_runtime, scrape, summarise, total, wait_until
 
 
 @nl.agent(resources={"NO-SUCH-RESOURCE": 1})
@@ -27,6 +27,9 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nl.Runtime]:
 
 def test_every_family_is_there(rt: nl.Runtime) -> None:
     summarise(0).result()
+    rt.deploy("limited", [Engine("limited")], rpm=600, burst_s=0.1)  # 10 calls a second, a burst of 1
+    for f in [rt.call("limited", "generate", i, 0.0) for i in range(3)]:
+        f.result()
     with pytest.raises(CallVetoedError):
         rt.call("llm", "generate", "refuse").result()
     samples = wait_until(lambda: (s := scrape(rt)) and total(s, "nalar_calls_total") >= 2
@@ -35,6 +38,19 @@ def test_every_family_is_there(rt: nl.Runtime) -> None:
     for family in METRICS:
         assert any(n == family or n.startswith(family + "_") for n in names), family
     assert all(dict(labels)["driver"] == rt.token for _, labels in samples)
+
+
+def test_rate_limit_waits(rt: nl.Runtime) -> None:
+    if "limited" not in rt.components.names():
+        rt.deploy("limited", [Engine("limited")], rpm=600, burst_s=0.1)
+    for f in [rt.call("limited", "generate", i, 0.0) for i in range(3)]:
+        f.result()
+    stats = rt.stats()["rate_limits"]["limited"]
+    samples = scrape(rt)
+    assert stats["limited"] >= 2  # a burst of one: the others waited for the bucket
+    assert total(samples, "nalar_ratelimited_calls_total", component="limited") == stats["limited"]
+    assert total(samples, "nalar_ratelimit_wait_seconds_total", component="limited") == pytest.approx(stats["wait_s"])
+    assert stats["wait_s"] >= 0.1 * (stats["limited"] - 1)
 
 
 def test_call_counts_match_the_calls_made(rt: nl.Runtime) -> None:

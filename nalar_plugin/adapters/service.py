@@ -34,6 +34,15 @@ __all__ = ["AdapterService"]
 _OPTION_NAMES = ("session", "priority", "deadline", "expected_s", "on_slo", "directives", "ship")
 
 
+def _max_tokens(model: Any) -> int | None:
+    """A chat model's own bound on its output, if it has one (``max_tokens`` and its aliases)."""
+    for attr in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = getattr(model, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 class _EndpointPlugin:
     """Makes chat models deployed as instances into :class:`ModelEndpoint` objects."""
 
@@ -237,7 +246,8 @@ class AdapterService:
         return hit[1] if hit is not None and hit[0] is model else None
 
     def deploy_model(self, name: str, models: Sequence[Any], *, capacity: int | None = None,
-                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject") -> list[str]:
+                     stateful: bool = True, slo_s: float | str | None = None, on_slo: str = "reject",
+                     rpm: float | None = None, tpm: float | None = None, burst_s: float = 1.0) -> list[str]:
         """Declare the replicas of a chat model as the component ``name``.
 
         Each model object (several ``ChatOpenAI`` endpoints, simulated engines)
@@ -256,6 +266,13 @@ class AdapterService:
                 longer, queueing and service, is shed (see :meth:`nalar_plugin.Runtime.deploy`).
             on_slo: ``"reject"`` (the app's model call raises
                 :class:`~nalar_plugin.errors.AdmissionRejectedError`) or ``"defer"``.
+            rpm: Model calls started per minute, over every driver of the cluster
+                (see :meth:`nalar_plugin.Runtime.deploy`).
+            tpm: Tokens (input plus output) per minute: a call reserves its prompt's
+                characters / 4 plus its ``max_tokens`` (else the first model's
+                ``max_tokens``, else ``nalar.rate-output-tokens``) and is settled with its
+                ``usage_metadata`` when it completes.
+            burst_s: Seconds of each rate a full bucket holds.
 
         Returns:
             The instance ids.
@@ -263,7 +280,8 @@ class AdapterService:
         Raises:
             NotSendable: A model cannot be sent to the workers of this cluster.
             ConfigError: The name is taken, no model was given, one is not a chat model,
-                or the SLO or ``on_slo`` is invalid.
+                or the SLO, ``on_slo`` or a rate limit is invalid.
+            ClusterError: The scheduler cannot hold the rate limits.
         """
         models = list(models)
         for i, m in enumerate(models):
@@ -271,7 +289,8 @@ class AdapterService:
                 raise ConfigError(f"deploy_model({name!r}): model {i} is a {type(m).__name__}, not a chat model")
         self._install()
         return self.components.deploy(name, models, capacity=capacity, stateful=stateful, slo_s=slo_s,
-                                      on_slo=on_slo)
+                                      on_slo=on_slo, rpm=rpm, tpm=tpm, burst_s=burst_s,
+                                      output_tokens=_max_tokens(models[0]) if models else None)
 
     # -- views and lifecycle --------------------------------------------------------------
     def runs(self, session: str | None = None) -> list[RunRecord]:

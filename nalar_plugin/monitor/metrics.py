@@ -34,6 +34,8 @@ METRICS: dict[str, str] = {
     "nalar_active_sessions": "Sessions with calls queued or in flight",
     "nalar_calls_in_flight": "Calls made and not yet finished (waiting for inputs, queued or running)",
     "nalar_ticks": "Global controller ticks",
+    "nalar_ratelimited_calls": "Calls of a rate-limited component that waited for budget before admission",
+    "nalar_ratelimit_wait_seconds": "Seconds calls of a rate-limited component waited for budget, in all",
 }
 
 _lock = threading.Lock()
@@ -69,6 +71,10 @@ def families(reports: Iterable[dict[str, Any]]) -> list[Metric]:
     sessions = GaugeMetricFamily("nalar_active_sessions", m["nalar_active_sessions"], labels=["driver"])
     outstanding = GaugeMetricFamily("nalar_calls_in_flight", m["nalar_calls_in_flight"], labels=["driver"])
     ticks = CounterMetricFamily("nalar_ticks", m["nalar_ticks"], labels=["driver"])
+    limited = CounterMetricFamily("nalar_ratelimited_calls", m["nalar_ratelimited_calls"],
+                                  labels=["driver", "component"])
+    limit_wait = CounterMetricFamily("nalar_ratelimit_wait_seconds", m["nalar_ratelimit_wait_seconds"],
+                                     labels=["driver", "component"])
     for rep in reports:
         drv = rep["driver"]
         for comp, by in rep.get("calls", {}).items():
@@ -95,8 +101,11 @@ def families(reports: Iterable[dict[str, Any]]) -> list[Metric]:
         sessions.add_metric([drv], rep.get("sessions_active", 0))
         outstanding.add_metric([drv], rep.get("calls_in_flight", 0))
         ticks.add_metric([drv], rep.get("ticks", 0))
+        for comp, r in rep.get("rate_limits", {}).items():
+            limited.add_metric([drv, comp], r["limited"])
+            limit_wait.add_metric([drv, comp], r["wait_s"])
     return [calls, rejected, decisions, queue, shared, in_flight, capacity, latency, commit, sessions,
-            outstanding, ticks]
+            outstanding, ticks, limited, limit_wait]
 
 
 class _Collector:

@@ -118,11 +118,15 @@ class Monitor:
         journal: Its journal (commit latency), or ``None``.
         in_flight: Calls made and not finished, when asked.
         policy: The active policy's name, when asked.
+        rate_limits: The rate-limited components' counts, when asked
+            (:meth:`~nalar_plugin.scheduler.leases.RateLimiter.stats`).
     """
 
     def __init__(self, driver: str, controller: Any, journal: Any = None, *,
-                 in_flight: Callable[[], int] | None = None, policy: Callable[[], str] | None = None) -> None:
+                 in_flight: Callable[[], int] | None = None, policy: Callable[[], str] | None = None,
+                 rate_limits: Callable[[], dict[str, dict[str, Any]]] | None = None) -> None:
         self.driver = driver
+        self._rate_limits = rate_limits
         self.controller = controller
         self.journal = journal
         self._in_flight = in_flight
@@ -246,5 +250,6 @@ class Monitor:
             "decision_counts": dict(ctl.decision_counts),
             "decisions": [decision_record(at, d) for at, d in recent],
             "history": [list(p) for p in self.history],
+            "rate_limits": self._rate_limits() if self._rate_limits is not None else {},
             **self.counters(),
         }

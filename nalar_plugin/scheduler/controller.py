@@ -23,6 +23,11 @@ plus one service. A call that would break its budget is either refused at once
 with :class:`~nalar_plugin.errors.AdmissionRejectedError` (``reject``, the default)
 or queued behind every call that can still make it (``defer``). Until a call of
 the component has completed, its service is unknown and every call is admitted.
+
+**Rate limits.** A component with ``rpm``/``tpm`` limits is also asked of the
+:attr:`ControlPlane.limiter` (:mod:`nalar_plugin.scheduler.leases`) before the call at
+the head of its queues is admitted; a call it refuses stays at the head, and the
+limiter wakes the component (:meth:`ControlPlane.refresh`) when budget is back.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import ON_SLO
 from ..context import CallContext
 from ..errors import AdmissionRejectedError, ConfigError
 from .decisions import ComponentStats, InstanceStats, SessionStats, Snapshot
 
-__all__ = ["Call", "ControlPlane", "DEFER_PRIORITY", "LocalController", "PriorityQueue"]
+__all__ = ["Call", "ControlPlane", "DEFER_PRIORITY", "Limiter", "LocalController", "PriorityQueue"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +87,16 @@ class Call:
     timer: Any = None  # a pending retry
     admitted: bool = False
     order: int = 0  # when its session became active: ties go to the older request
+
+
+class Limiter(Protocol):
+    """What the local controllers ask before admitting a call (rate limits)."""
+
+    def admit(self, call: Call) -> bool:
+        """Whether ``call`` may be admitted now (called under the controllers' lock: must not wait)."""
+
+    def done(self, call: Call) -> None:
+        """An admitted call completed (its tokens are settled)."""
 
 
 class PriorityQueue:
@@ -229,6 +244,7 @@ class ControlPlane:
         self._queued: dict[str, dict[int, Call]] = {}  # session -> its queued calls
         # The policy's admission-time choice of instance (local enforcement), if any.
         self.chooser: Callable[[str, list[LocalController]], LocalController | None] | None = None
+        self.limiter: Limiter | None = None  # rate limits, asked before each admission
 
     # -- topology ----------------------------------------------------------
     @property
@@ -586,10 +602,15 @@ class ControlPlane:
             if top is not None and (best is None or top[:3] < best[:3]):
                 best, owner = top, ctl
         shared = comp.shared.peek()
+        limiter = self.limiter
         if shared is not None and (best is None or shared[:3] < best[:3]):
+            if limiter is not None and not limiter.admit(shared[3]):
+                return None  # it waits at the head for budget; the limiter wakes the component
             call = comp.shared.pop()
             return call, self._choose(comp, free)
-        if owner is None:
+        if owner is None or best is None:
+            return None
+        if limiter is not None and not limiter.admit(best[3]):
             return None
         return owner.queue.pop(), owner
 
@@ -653,6 +674,8 @@ class ControlPlane:
             sess.attained_s += call.finished_at - call.admitted_at
             if not sess.queued and not sess.in_flight:
                 self._went_idle(sess.session)
+        if self.limiter is not None:
+            self.limiter.done(call)
         self._admit(ctl.component, ctl.instance)
 
     # -- decisions ---------------------------------------------------------
@@ -740,6 +763,10 @@ class ControlPlane:
         """Try to admit on every component (after a warm-up ends, for example)."""
         for name in list(self._components):
             self._refresh(name)
+
+    def refresh(self, component: str) -> None:
+        """Look at ``component``'s queues again (its rate limit has budget again, for example)."""
+        self._refresh(component)
 
     def _refresh(self, component: str) -> None:
         """Look at every instance of ``component`` again (its free slots may have changed silently)."""
