@@ -360,6 +360,7 @@ class ControlPlane:
             # age; one idle for longer than the gap starts a new request here.
             if idle_since is None or time.monotonic() - idle_since > self.request_gap_s:
                 sess.order = next(self._seq)
+                sess.request_started = time.time()
         call.order = sess.order
         sess.queued += 1
         self._active[ctx.session] = sess

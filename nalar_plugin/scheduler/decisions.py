@@ -103,6 +103,7 @@ class SessionStats:
     expected_s: float | None = None  # the session's expected total service, if hinted
     migrations: int = 0
     order: int = 0  # when the session last became active (its current request's arrival)
+    request_started: float = 0.0  # wall time (time.time()) its current request arrived
     calls: dict[str, int] = field(default_factory=dict)  # component -> calls the session made to it
 
     @property

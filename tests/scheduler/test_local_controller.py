@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from nalar_plugin.context import CallContext
+from nalar_plugin.errors import ConfigError
 from nalar_plugin.future import Future
 from nalar_plugin.scheduler import Call, ControlPlane, GlobalController, LocalController, Route
 from nalar_plugin.scheduler.policies import (
@@ -199,6 +202,21 @@ def test_srtf_and_lpt_order_by_remaining_time() -> None:
             plane.enqueue(make_call(s, session=s, expected_s=e))
         gc.tick()
         assert _drain(plane, rec) == expected, policy
+
+
+def test_srtf_ages_a_long_request_so_that_short_ones_cannot_starve_it() -> None:
+    order = {}
+    for aging in (0.0, 0.5):
+        plane, rec, gc = _blocked_plane(SRTFPolicy(aging=aging))
+        plane.enqueue(make_call("long", session="long", expected_s=30.0))
+        plane._session("long").request_started -= 100.0  # it has waited 100 s already
+        plane.enqueue(make_call("short", session="short", expected_s=1.0))  # a new, short request
+        gc.tick()
+        order[aging] = _drain(plane, rec)
+    assert order[0.0] == ["short", "long"]  # plain SRTF: the short request always passes
+    assert order[0.5] == ["long", "short"]  # 100 s of age is worth 50 s of service: the long one goes
+    with pytest.raises(ConfigError, match="aging"):
+        SRTFPolicy(aging=-1)
 
 
 def test_las_favours_least_attained_service() -> None:
