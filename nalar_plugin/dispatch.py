@@ -197,15 +197,17 @@ class Dispatcher:
                     continue
             if best is None or link.in_flight < best.in_flight:
                 best = link
-        if best is not None and needs:
-            free = self._free[best.address]
-            for k, v in needs.items():
-                free[k] -= v
+        if best is not None:
+            best.in_flight += 1  # under the lock, as its decrement
+            if needs:
+                free = self._free[best.address]
+                for k, v in needs.items():
+                    free[k] -= v
         return best
 
     def _send(self, link: Link, call: Any, job: Job, done: Done, needs: dict[str, float]) -> None:
+        # ``_pick`` counted the call in ``link.in_flight``, under the lock.
         call.worker = link.address
-        link.in_flight += 1
 
         def finished(outcome: Outcome) -> None:
             with self._lock:
