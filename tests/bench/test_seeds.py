@@ -71,3 +71,17 @@ def test_seeds_refuses_what_cannot_be_merged() -> None:
         merge_seeds([one, {**one, "seed": 1, "runs": {"langgraph": [run]}}])
     with pytest.raises(ConfigError, match="baseline"):
         merge_seeds([{**one, "runs": {"nalar": [run]}}])
+
+
+def test_a_graph_app_on_a_trace_with_barrier_paths_is_floored_by_them() -> None:
+    def run(app: str, mean: float) -> dict[str, object]:
+        return {"rps_offered": 0.1, "app": app, "latency_s": {"mean": mean, "p99": 2 * mean}, "completed": 1,
+                "requests": 1, "lower_bound_s": 10.0, "critical_path_s": {"p99": 15.0},
+                "trace": {"barrier_path_s": {"job0": 16.0, "job1": 24.0}}}
+
+    merged = merge_seeds([{"workload": "swe", "seed": 0, "runs": {
+        "langgraph": [run("graph", 30.0)], "nalar": [run("futures", 15.0)], "nalar/graph": [run("graph", 25.0)]}}])
+    futures, graph = merged["systems"]["nalar"][0], merged["systems"]["nalar/graph"][0]
+    assert futures["floor"] == "critical path" and graph["floor"] == "barrier path"
+    assert futures["mean_share_removed"]["mean"] == 0.75  # (30 - 15) / (30 - 10)
+    assert graph["mean_share_removed"]["mean"] == 0.5  # (30 - 25) / (30 - 20): the barrier paths' mean is 20
