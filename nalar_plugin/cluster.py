@@ -169,7 +169,7 @@ class NalarAdaptive(Adaptive):
     worker with the fewest calls in flight).
 
     **Scaling down** loses no call. The workers to close are those hosting the fewest
-    nalar instances, then running the fewest calls. Before Dask retires them, they get
+    nalar instances, then the latest to join. Before Dask retires them, they get
     no new call that another worker could run; an instance of a factory component
     still hosted there is made again on a worker that stays (once the new one is
     ready the old one drains: its queued calls go back to the component's queue, its
@@ -245,15 +245,20 @@ class NalarAdaptive(Adaptive):
         return max(int(dask_target), need)
 
     def _ranked(self) -> list[tuple[Hashable, str]]:
-        """Every worker as (name, address), the cheapest to close first."""
-        rt = self.runtime
-        workers = dict(self.cluster.scheduler_info.get("workers", {}))
-        hosting, busy = rt.components.hosting(), rt.dispatcher.busy()
-        ranked = sorted(workers.items(), key=lambda kv: (hosting.get(kv[0], 0), busy.get(kv[0], 0), str(kv[1].get("name"))))
+        """Every worker as (name, address), the cheapest to close first.
+
+        Fewest hosted instances first, then the latest to join: a stable order, so the
+        same workers are suggested tick after tick (Dask closes a worker only once it
+        has been suggested ``wait_count`` times in a row).
+        """
+        workers = list(dict(self.cluster.scheduler_info.get("workers", {})).items())
+        hosting = self.runtime.components.hosting()
+        order = {a: i for i, (a, _) in enumerate(workers)}
+        ranked = sorted(workers, key=lambda kv: (hosting.get(kv[0], 0), -order[kv[0]]))
         return [(w.get("name", a), a) for a, w in ranked]
 
     async def workers_to_close(self, target: int) -> list[Any]:
-        """The workers (by name) to close to reach ``target``: hosting the fewest instances, then the least busy."""
+        """The workers (by name) to close to reach ``target``: hosting the fewest instances, then the newest."""
         ranked = await asyncio.get_running_loop().run_in_executor(None, self._ranked)
         return [name for name, _ in ranked[:max(0, len(ranked) - target)]]
 
