@@ -264,7 +264,11 @@ class Components:
 
         def done(f: Future) -> None:
             if f.status == FINISHED:
-                self._plane.set_ready_at(iid, time.monotonic())
+                ctl = self._plane.instances.get(iid)
+                if ctl is None or ctl.draining:  # removed while its object was made: drop the object
+                    self._dispatcher.drop_objects(worker, [hosted.object_id])
+                else:
+                    self._plane.set_ready_at(iid, time.monotonic())
                 return
             logger.error("instance %s of %s could not be made on %s: %s", iid, name, worker, f.exception())
             if iid in self._plane.instances:
