@@ -7,13 +7,22 @@ objects a factory makes on Dask workers. ``rt.call(name, method, ...)`` (or
 the call is admitted, and what the call needs to reach it is passed to it
 then. A plugin may say what an object becomes as an instance through the
 ``nalar_endpoint`` hook (the adapters wrap chat models that way).
+
+A deployed component gets more instances later with :meth:`Components.add_instance`
+(``rt.add_instance``): an endpoint object, or one more object of its factory on a
+worker. :class:`WorkerProvisioner`, which every Runtime registers, carries out the
+``provision``/``kill`` decisions of the instances the Runtime hosts on its workers
+(factory components, and the function and tool components of stubs).
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +31,8 @@ from .config import slo_mode, slo_seconds
 from .context import CallContext, CallSink, new_id
 from .dispatch import Dispatcher
 from .errors import ClusterError, ConfigError, RuntimeStateError
-from .future import Future
+from .future import FINISHED, Future
+from .hookspecs import hookimpl
 from .links import FutureRef, LinkHandlers, loads
 from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
@@ -30,7 +40,10 @@ from .scheduler.leases import RateLimiter
 from .scheduler.limits import RateLimit
 from .stubs import ClassStub, CreateTarget, Directives, EndpointTarget, HostedObject
 
-__all__ = ["ComponentHandle", "ComponentStub", "Components", "DriverRequests", "LocalSink", "method_is_async"]
+__all__ = ["ComponentHandle", "ComponentStub", "Components", "DriverRequests", "LocalSink", "WorkerProvisioner",
+           "method_is_async"]
+
+logger = logging.getLogger(__name__)
 
 
 class ComponentStub:
@@ -103,6 +116,9 @@ class Components:
         self._sink = sink
         self._lock = threading.Lock()
         self._deployed: dict[str, tuple[Any, Directives]] = {}  # name -> (probe object, directives)
+        self._factories: dict[str, Any] = {}  # factory components: name -> the class or callable
+        self._planned: dict[str, str] = {}  # hosted instances still waiting for a worker: id -> component
+        self._indices: dict[str, int] = {}  # name -> the index of its next endpoint
         self._pick = itertools.count()
 
     def names(self) -> list[str]:
@@ -173,10 +189,128 @@ class Components:
                                    f"({exc}); its environment needs nalar-plugin installed") from exc
         with self._lock:
             self._deployed[name] = (probe, directives)
+            self._indices[name] = len(addresses)
+            if callable(instances) and not isinstance(instances, (list, tuple)):
+                self._factories[name] = instances
         ids: list[str] = self._plane.add_component(name, len(addresses), capacity, addresses=addresses)
         if slo is not None:
             self._plane.set_slo(name, slo, mode)
         return ids
+
+    # -- instances added later ----------------------------------------------------------
+    def is_factory(self, name: str) -> bool:
+        """Whether ``name`` was deployed with a factory (its objects live on workers)."""
+        with self._lock:
+            return name in self._factories
+
+    def add_instance(self, name: str, instance: Any = None, *, worker: str | None = None,
+                     ready_at: float | None = None, planned: bool = False) -> str:
+        """Add one instance to the deployed component ``name``; return its id.
+
+        An endpoint component takes the object ``instance`` (what the ``nalar_endpoint``
+        hook makes of it), admitting from ``ready_at`` (``time.monotonic()``; default
+        now). A factory component makes one more object of its factory on ``worker``
+        (default: the worker hosting the fewest of its instances); the instance admits
+        once the object exists. With ``planned``, a factory's instance is added with no
+        worker yet: it admits nothing until :meth:`place` gives it one.
+
+        Raises:
+            ConfigError: No such component, an object given to a factory component (or
+                none to an endpoint one), or the component is at its ``max_instances``.
+            ClusterError: No worker to host the object on.
+        """
+        self.deployed(name)
+        factory = self._factories.get(name)
+        if factory is None:
+            if instance is None:
+                raise ConfigError(f"component {name!r} has endpoint instances: add_instance needs the object")
+            with self._lock:
+                index = self._indices[name]
+                self._indices[name] = index + 1
+            address = self.endpoint(name, instance, index)
+            iid: str = self._plane.add_instance(name, address=address, ready_at=ready_at or 0.0)
+            return iid
+        if instance is not None:
+            raise ConfigError(f"component {name!r} makes its instances with a factory: add_instance takes no object")
+        hosted = HostedAddress(new_id("o"), "")
+        iid = self._plane.add_instance(name, address=hosted, ready_at=math.inf)
+        if planned:
+            with self._lock:
+                self._planned[iid] = name
+            return iid
+        self._make(name, iid, hosted, worker or self.least_hosting(name, self._dispatcher.wait_for_workers()))
+        return iid
+
+    def place(self, instance: str, worker: str) -> bool:
+        """Make the object of a planned instance on ``worker``; False if it is not planned (any more)."""
+        with self._lock:
+            name = self._planned.pop(instance, None)
+        ctl = self._plane.instances.get(instance)
+        if name is None or ctl is None or ctl.draining:
+            return False
+        self._make(name, instance, ctl.address, worker)
+        return True
+
+    def planned(self) -> dict[str, str]:
+        """Hosted instances waiting for a worker: id -> component."""
+        with self._lock:
+            return dict(self._planned)
+
+    def hosting(self, name: str | None = None) -> dict[str, int]:
+        """Instances of factory components (of ``name`` only, if given) per worker, draining ones excluded."""
+        with self._lock:
+            names = [name] if name is not None else list(self._factories)
+        out: dict[str, int] = {}
+        for comp in names:
+            for iid in self._plane.components.get(comp, []):
+                ctl = self._plane.instances.get(iid)
+                address = getattr(ctl, "address", None)
+                if ctl is not None and isinstance(address, HostedAddress) and address.worker:
+                    out[address.worker] = out.get(address.worker, 0) + 1
+        return out
+
+    def least_hosting(self, name: str, workers: list[str]) -> str:
+        """Of ``workers``, the one hosting the fewest instances of ``name`` (then of every factory component)."""
+        mine, every = self.hosting(name), self.hosting()
+        return min(workers, key=lambda w: (mine.get(w, 0), every.get(w, 0), w))
+
+    def _make(self, name: str, iid: str, hosted: HostedAddress, worker: str) -> None:
+        """Create the object of instance ``iid`` on ``worker``; it admits once the object exists."""
+        with self._lock:
+            factory = self._factories[name]
+        hosted.worker = worker
+        made = self._create(factory, hosted.object_id, f"{name}#init", Directives(), (), {}, worker)
+
+        def done(f: Future) -> None:
+            if f.status == FINISHED:
+                ctl = self._plane.instances.get(iid)
+                if ctl is None or ctl.draining:  # removed while its object was made: drop the object
+                    self._dispatcher.drop_objects(worker, [hosted.object_id])
+                else:
+                    self._plane.set_ready_at(iid, time.monotonic())
+                return
+            logger.error("instance %s of %s could not be made on %s: %s", iid, name, worker, f.exception())
+            if iid in self._plane.instances:
+                self._plane.remove_instance(iid)
+
+        made.add_done_callback(done)
+
+    def remove_instance(self, instance: str) -> None:
+        """Remove ``instance``: it admits nothing more, and its hosted object is dropped once its calls finish.
+
+        Queued calls go back to the component's shared queue; admitted ones finish (it
+        drains), so no call is lost.
+        """
+        with self._lock:
+            self._planned.pop(instance, None)
+        ctl = self._plane.instances[instance]
+        address = ctl.address
+
+        def drained() -> None:
+            if isinstance(address, HostedAddress) and address.worker:
+                self._dispatcher.drop_objects(address.worker, [address.object_id])
+
+        self._plane.remove_instance(instance, on_drained=drained)
 
     def endpoint(self, name: str, obj: Any, index: int) -> Any:
         """What ``obj`` becomes as instance ``index`` of ``name`` (a plugin may wrap it)."""
@@ -324,3 +458,112 @@ class DriverRequests(LinkHandlers):
     def event(self, channel: str, event: bytes) -> None:
         if self.on_event is not None:
             self.on_event(channel, event)
+
+
+class WorkerProvisioner:
+    """Carries out ``provision`` and ``kill`` for the instances a Runtime hosts on its workers.
+
+    - A factory component (``rt.deploy(name, Factory, n=...)``):
+      ``Provision(component, where=None)`` makes one more object, on a worker that
+      hosts none of the component's instances. When every worker hosts one and the
+      cluster can still grow (``can_grow``, set by
+      :class:`~nalar_plugin.cluster.NalarAdaptive`), the instance waits, *planned*
+      and admitting nothing, for the next worker (:meth:`place_planned`); otherwise
+      it goes to the worker hosting the fewest.
+    - A function or tool component of stubs (calls that run on any worker): one
+      more instance of the same capacity.
+    - ``Kill(instance)`` of either: the instance drains (its queued calls go back to
+      the shared queue, its admitted calls finish), then its object is dropped. The
+      last instance of a component stays (``False``).
+
+    Moves (``where`` an instance) and endpoint components are left to the
+    deployment's own provisioners (``None``).
+
+    Args:
+        plane: The local controllers.
+        components: The deployed components.
+        dispatcher: The workers.
+    """
+
+    def __init__(self, plane: ControlPlane, components: Components, dispatcher: Dispatcher) -> None:
+        self._plane = plane
+        self._components = components
+        self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self.can_grow: Callable[[], bool] | None = None  # whether a new worker may come (adaptive scaling)
+
+    def _workers(self) -> list[str]:
+        retiring = self._dispatcher.retiring()
+        return [w for w in self._dispatcher.workers() if w not in retiring]
+
+    def _stub_component(self, component: str) -> bool:
+        try:
+            self._components.deployed(component)
+        except ConfigError:
+            return component in self._plane.components and not component.endswith("#init")
+        return False
+
+    @hookimpl
+    def nalar_provision(self, component: str, where: Any) -> str | None:
+        """Add an instance of a factory or stub component (``where=None`` only)."""
+        if where is not None:
+            return None
+        if self._stub_component(component):
+            iid: str = self._plane.add_instance(component)
+            return iid
+        if not self._components.is_factory(component):
+            return None
+        with self._lock:
+            workers = self._workers()
+            mine = self._components.hosting(component)
+            free = [w for w in workers if not mine.get(w)]
+            if free:
+                return self._components.add_instance(component, worker=self._components.least_hosting(component, free))
+            if workers and not (self.can_grow is not None and self.can_grow()):
+                return self._components.add_instance(component,
+                                                     worker=self._components.least_hosting(component, workers))
+            return self._components.add_instance(component, planned=True)
+
+    def place_planned(self) -> list[str]:
+        """Give planned instances a worker: one hosting none of their component, or, when the cluster cannot grow, the least busy.
+
+        Returns:
+            The instances placed.
+        """
+        placed: list[str] = []
+        with self._lock:
+            planned = self._components.planned()
+            if not planned:
+                return placed
+            workers = self._workers()
+            if not workers:
+                return placed
+            grow = self.can_grow is not None and self.can_grow()
+            for iid, component in planned.items():
+                mine = self._components.hosting(component)
+                free = [w for w in workers if not mine.get(w)]
+                if not free and grow:
+                    continue
+                worker = self._components.least_hosting(component, free or workers)
+                if self._components.place(iid, worker):
+                    placed.append(iid)
+        return placed
+
+    @hookimpl
+    def nalar_kill(self, instance: str) -> bool | None:
+        """Remove an instance of a factory or stub component once its calls finish."""
+        ctl = self._plane.instances.get(instance)
+        if ctl is None:
+            return None
+        component = ctl.component
+        factory = self._components.is_factory(component)
+        if not factory and not self._stub_component(component):
+            return None
+        if ctl.draining or len(self._plane.components.get(component, [])) <= 1:
+            logger.warning("not removing %s: it is draining or the last instance of %s", instance, component)
+            return False
+        if factory:
+            self._components.remove_instance(instance)
+        else:
+            self._plane.remove_instance(instance)
+        return True

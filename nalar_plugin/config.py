@@ -56,6 +56,8 @@ Re-allocation guard (the ``reallocate`` policy, and so ``nalar``; each is also a
 constructor argument of :class:`~nalar_plugin.scheduler.policies.ReallocatePolicy`):
     move-cost: What moving an instance to another component costs, its warm-up there,
         when its provisioner does not declare it (default ``30s``, the simulated farm's).
+        The ``autoscale`` policy waits as long between two changes to a component
+        unless its ``cooldown_s`` says otherwise.
     move-gain: A move is made only when the queued work it would serve sooner is at least
         this many times the slot-seconds its warm-up costs (default 1.0).
     move-horizon: How long the arriving mix is taken to last when that gain is estimated,

@@ -9,7 +9,9 @@ does: a call waits for a worker with enough free resources.
 
 Workers come from the Dask scheduler (``scheduler_info``), refreshed by
 :meth:`Dispatcher.refresh`; each gets a link (:mod:`nalar_plugin.links`). A
-worker whose link breaks is dropped until the scheduler lists it again.
+worker whose link breaks is dropped until the scheduler lists it again. A worker
+about to be retired (adaptive scaling, :meth:`Dispatcher.retire`) gets no new call
+that any other worker could run; calls pinned to it (its hosted objects') still go.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Dispatcher:
         self._free: dict[str, dict[str, float]] = {}  # worker -> what is not held now
         self._waiting: collections.deque[tuple[Any, Job, Done, list[str] | None, float]] = collections.deque()
         self._broken: dict[str, float] = {}
+        self._retiring: set[str] = set()
         self._closed = False
         self.refresh()
 
@@ -95,6 +98,7 @@ class Dispatcher:
                 self._links.pop(address).close()
                 self._resources.pop(address, None)
                 self._free.pop(address, None)
+            self._retiring &= set(info)
         self._expire()
         self._drain()
 
@@ -136,6 +140,21 @@ class Dispatcher:
                 raise ClusterError("the cluster has no workers to run calls on")
             time.sleep(0.05)
             self.refresh()
+
+    def retire(self, addresses: list[str]) -> None:
+        """Send no new unpinned call to these workers (they are about to leave the cluster)."""
+        with self._lock:
+            self._retiring.update(addresses)
+
+    def unretire(self, addresses: list[str]) -> None:
+        """Undo :meth:`retire` for workers that stay."""
+        with self._lock:
+            self._retiring.difference_update(addresses)
+
+    def retiring(self) -> set[str]:
+        """The workers marked by :meth:`retire` that the scheduler still lists."""
+        with self._lock:
+            return set(self._retiring)
 
     def offered(self) -> list[dict[str, float]]:
         """The resources each known worker offers."""
@@ -186,8 +205,10 @@ class Dispatcher:
         return bool(needs) and any(all(r.get(k, 0) >= v for k, v in needs.items()) for r in self._resources.values())
 
     def _pick(self, needs: dict[str, float], workers: list[str] | None) -> Link | None:
-        # Caller holds the lock.
+        # Caller holds the lock. A retiring worker runs an unpinned call only when no
+        # other worker can.
         best: Link | None = None
+        best_leaving = True
         for address, link in self._links.items():
             if not link.alive or (workers is not None and address not in workers):
                 continue
@@ -195,8 +216,9 @@ class Dispatcher:
                 free = self._free.get(address, {})
                 if not all(free.get(k, 0) >= v for k, v in needs.items()):
                     continue
-            if best is None or link.in_flight < best.in_flight:
-                best = link
+            leaving = workers is None and address in self._retiring
+            if best is None or (best_leaving, best.in_flight) > (leaving, link.in_flight):
+                best, best_leaving = link, leaving
         if best is not None:
             best.in_flight += 1  # under the lock, as its decrement
             if needs:

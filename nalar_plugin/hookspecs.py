@@ -106,8 +106,11 @@ def nalar_should_retry(call: Any, error: BaseException, attempt: int) -> bool | 
 def nalar_provision(component: str, where: Any) -> str | None:
     """Called when a policy decides to add an instance of ``component``.
 
-    firstresult: return the new instance's id; ``None`` means no provisioner could
-    do it (the decision is dropped and logged). Decision hook.
+    ``where`` is an instance of another component whose resources move (``reallocate``),
+    or ``None`` for a new instance (``autoscale``). firstresult: return the new
+    instance's id; ``None`` means no provisioner could do it (the decision is dropped
+    and logged). A new instance that is not ready yet is added warming (it admits
+    nothing until it is). Decision hook.
     """
 
 
@@ -115,8 +118,12 @@ def nalar_provision(component: str, where: Any) -> str | None:
 def nalar_kill(instance: str) -> bool | None:
     """Called when a policy decides to remove ``instance``.
 
-    firstresult: ``True`` when done; ``None`` means no provisioner handled it.
-    Decision hook.
+    A provisioner drains the instance rather than dropping its calls: it stops
+    admitting, its queued calls go back to the component's shared queue, and what
+    it stands for is taken down once its admitted calls finish
+    (``ControlPlane.remove_instance(instance, on_drained=...)``). firstresult:
+    ``True`` when done; ``False`` when refused (the last instance of a component,
+    one that is moving); ``None`` means no provisioner handled it. Decision hook.
     """
 
 

@@ -34,7 +34,7 @@ from . import config as _config
 from .adapters.service import AdapterService
 from .calls import CallPath
 from .cluster import check_main_guard, close_cluster, connect
-from .components import ComponentHandle, Components, DriverRequests, LocalSink
+from .components import ComponentHandle, Components, DriverRequests, LocalSink, WorkerProvisioner
 from .context import _options_var, _session_var, active_runtime, new_id, register_runtime, unregister_runtime
 from .dispatch import Dispatcher
 from .errors import ClusterError, RuntimeStateError, StateError
@@ -46,6 +46,7 @@ from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
 from .scheduler.global_controller import GlobalController
 from .scheduler.leases import RateLimiter
+from .scheduler.policies import compose
 from .scheduler.shared import SharedDecisions, snapshot_to_dict
 from .state.checkpoint import DiskcacheSaver
 from .state.journal import Journal, JournalRecord, Retention
@@ -77,7 +78,9 @@ class Runtime:
         n_workers: Workers of the embedded cluster.
         worker_slots: Synchronous call bodies one worker runs at once (see
             :mod:`nalar_plugin.config`).
-        policy: Name of the active policy.
+        policy: Name of the active policy, or names joined by ``+`` with arguments, such as
+            ``"least_loaded+autoscale:max_instances=4"`` (see
+            :func:`~nalar_plugin.scheduler.policies.compose`).
         tick_interval: Global controller period, seconds or a string such as ``"100ms"``.
         security: A ``distributed.security.Security`` (TLS), passed to Dask.
         state_dir: Directory of the managed state store.
@@ -115,7 +118,7 @@ class Runtime:
         self.closed = False
         self.plugins = PluginManager()
         self.policy_name = str(cfg["policy"])
-        self.policy = self.plugins.policy(self.policy_name)
+        self.policy = compose(self.plugins, self.policy_name)
         self.policy.name = self.policy_name
         self.retry_policy = RetryPolicy.from_config(cfg)
         retention = Retention(_seconds(cfg["journal-max-age"]), cfg["journal-max-sessions"])
@@ -172,6 +175,9 @@ class Runtime:
         self.plane.limiter = self.limits
         self.components = Components(self.plane, self.calls, self.dispatcher, self.plugins, sink, self.limits)
         sink.bind(self.calls, self.components)
+        # provision/kill of the instances hosted on the workers (factory and stub components).
+        self.provisioner = WorkerProvisioner(self.plane, self.components, self.dispatcher)
+        self.plugins.register(self.provisioner, "nalar-worker-provisioner")
         requests.bind(self.calls, self.components)
         self.controller = GlobalController(self.plane, self.policy, interval=cfg["tick-interval"], plugins=self.plugins)
         self.controller.every(1.0, self.dispatcher.refresh)
@@ -274,7 +280,7 @@ class Runtime:
 
     def set_policy(self, policy: Any) -> None:
         """Switch the active policy (a name or a policy object) without stopping."""
-        obj = self.plugins.policy(policy) if isinstance(policy, str) else policy
+        obj = compose(self.plugins, policy) if isinstance(policy, str) else policy
         if isinstance(policy, str):
             obj.name = policy
         self.policy, self.policy_name = obj, getattr(obj, "name", type(obj).__name__)
@@ -383,6 +389,26 @@ class Runtime:
         return self.components.deploy(name, instances, n=n, capacity=capacity, stateful=stateful,
                                       resources=resources, slo_s=slo_s, on_slo=on_slo, rpm=rpm, tpm=tpm,
                                       burst_s=burst_s)
+
+    def add_instance(self, name: str, instance: Any = None, *, worker: str | None = None,
+                     ready_at: float | None = None) -> str:
+        """Add one instance to the deployed component ``name`` (what a provisioner does); return its id.
+
+        Args:
+            name: The component.
+            instance: For a component of endpoint objects, the new object (a chat
+                model, an engine, a client).
+            worker: For a factory component, the worker its new object is made on
+                (default: the one hosting the fewest of its instances).
+            ready_at: ``time.monotonic()`` before which the instance admits nothing
+                (its warm-up); a factory's instance admits once its object exists.
+
+        Raises:
+            ConfigError: No such component, the wrong kind of instance, or the component
+                is at its ``max_instances``.
+        """
+        self._check_open()
+        return self.components.add_instance(name, instance, worker=worker, ready_at=ready_at)
 
     def call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Future:
         """Call ``method`` of the deployed component ``name``; the instance is chosen at admission."""

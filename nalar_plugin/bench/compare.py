@@ -146,6 +146,7 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
                 **{k: _ratio(m["latency_s"][k], b["latency_s"][k]) for k in ("mean", "p50", "p95", "p99")},
                 "makespan": _ratio(m["makespan_s"], b["makespan_s"]),
                 "goodput": _ratio(m.get("goodput"), b.get("goodput")),
+                "engine_s": _ratio(m.get("engine_s"), b.get("engine_s")),
                 "imbalance": _ratio(m["per_engine_load_imbalance"], b["per_engine_load_imbalance"]),
             }
         ratios.append(row)

@@ -8,7 +8,8 @@ users write today: round robin for stateless agents, sticky per session for
 stateful ones). Under nalar the same model objects are declared as components
 (``rt.deploy_model``), so the controllers choose the instance of every call
 whatever the app picked, and :class:`ModelProvisioner` carries out re-allocation
-by moving an engine from one agent type to another.
+by moving an engine from one agent type to another, and autoscaling by adding a
+new engine to an agent type and by removing one (drained first).
 """
 
 from __future__ import annotations
@@ -215,19 +216,31 @@ class ModelProvisioner:
     :mod:`nalar_plugin.testing.provisioner`): the engine keeps serving its old
     agent type while it warms up for the new one, then leaves it.
 
+    ``Provision(agent, where=None)`` (the ``autoscale`` policy's) grows the farm: a
+    new engine in the agent type's pool, with its model object, joins the component
+    as one more instance once warm. ``Kill(instance)`` withdraws the instance; its
+    admitted calls finish (it drains), then its engine is killed, so its engine time
+    stops counting and no call is lost.
+
     Args:
         rt: The Runtime.
         deployment: The run's deployment.
         make_before_break: Override ``nalar.make-before-break``.
+        max_engines: The farm grows to at most this many live engines (``None``: as
+            many as the policy asks for).
     """
 
-    def __init__(self, rt: Any, deployment: Deployment, *, make_before_break: bool | None = None) -> None:
+    def __init__(self, rt: Any, deployment: Deployment, *, make_before_break: bool | None = None,
+                 max_engines: int | None = None) -> None:
         self.rt = rt
         self.dep = deployment
         self._endpoints: dict[tuple[str, str], Any] = {}  # (agent type, engine) -> instance address
         self._engine_of: dict[str, str] = {}  # instance id -> engine name
         self.moves: list[tuple[str, str, str]] = []  # (engine, from agent type, to agent type)
         self.move_times: list[float] = []  # wall time of each move
+        self.provisions: list[tuple[float, str, str]] = []  # (wall time, engine, agent type): new engines
+        self.kills: list[tuple[float, str, str]] = []  # (wall time, engine, agent type): engines removed
+        self.max_engines = max_engines
         self.capacity: int | None = None
         self.make_before_break = bool(rt.config.get("make-before-break", True) if make_before_break is None
                                       else make_before_break)
@@ -261,10 +274,42 @@ class ModelProvisioner:
                     plane.remove_instance(iid)
         self.rt.register_plugin(self, name="nalar-bench-model-provisioner")
 
+    def _address(self, agent: str, name: str) -> Any:
+        """The instance address of engine ``name`` serving ``agent`` (its model object made if new)."""
+        address = self._endpoints.get((agent, name))
+        if address is None:
+            model = self.dep.models[agent].get(name)
+            if model is None:
+                model = self.dep.models[agent][name] = TraceChatModel(
+                    engine=self.dep.farm.engine(name), book=self.dep.book, ledger=self.dep.ledger,
+                    model_name=f"{agent}@{name}")
+            address = self._endpoints[(agent, name)] = self.rt.components.endpoint(
+                agent, model, len(self.dep.models[agent]) - 1)
+        return address
+
+    def _grow(self, agent: str) -> str | None:
+        """A new engine for ``agent``: it warms up, then serves as one more instance."""
+        if self.max_engines is not None and len(self.dep.farm) >= self.max_engines:
+            logger.info("not adding an engine to %s: the farm has %d engines, its bound", agent, len(self.dep.farm))
+            return None
+        engine = self.dep.farm.provision(agent)
+        address = self._address(agent, engine.name)
+        plane = self.rt.plane
+        iid: str = plane.add_instance(agent, self.capacity, address=address,
+                                      ready_at=max(time.monotonic(), engine.ready_at))
+        plane.set_ready_at(iid, max(time.monotonic(), engine.ready_at))
+        plane.set_move_cost(iid, self.move_cost_s)
+        self._engine_of[iid] = engine.name
+        self.provisions.append((time.monotonic(), engine.name, agent))
+        logger.info("added engine %s to %s", engine.name, agent)
+        return iid
+
     @hookimpl
     def nalar_provision(self, component: str, where: Any) -> str | None:
-        """Move the engine of instance ``where`` to ``component`` (after a warm-up)."""
+        """Move the engine of instance ``where`` to ``component`` (after a warm-up), or add a new one (``None``)."""
         plane = self.rt.plane
+        if component in self.dep.models and where is None:
+            return self._grow(component)
         if component not in self.dep.models or not isinstance(where, str) or where not in self._engine_of:
             return None
         ctl = plane.instances[where]
@@ -278,7 +323,7 @@ class ModelProvisioner:
         name = self._engine_of.pop(where)
         plane.remove_instance(where)
         engine = self.dep.farm.reassign(name, component)
-        iid: str = plane.add_instance(component, self.capacity, address=self._endpoints[(component, name)])
+        iid: str = plane.add_instance(component, self.capacity, address=self._address(component, name))
         self._engine_of[iid] = name
         plane.set_ready_at(iid, max(time.monotonic(), engine.ready_at))
         plane.set_move_cost(iid, self.move_cost_s)
@@ -292,7 +337,7 @@ class ModelProvisioner:
         plane = self.rt.plane
         name = self._engine_of[where]
         warm = self.move_cost_s
-        iid: str = plane.add_instance(component, self.capacity, address=self._endpoints[(component, name)])
+        iid: str = plane.add_instance(component, self.capacity, address=self._address(component, name))
         plane.set_ready_at(iid, time.monotonic() + warm)
         plane.set_move_cost(iid, warm)
         plane.mark_moving(where, component)
@@ -321,12 +366,27 @@ class ModelProvisioner:
 
     @hookimpl
     def nalar_kill(self, instance: str) -> bool | None:
-        """Withdraw ``instance``; its engine stays in the farm, idle."""
+        """Withdraw ``instance``; once its admitted calls finish, its engine is killed.
+
+        The last instance of an agent type, and one in a pending move, stay (``False``).
+        """
         if instance not in self._engine_of:
             return None
-        self._engine_of.pop(instance)
-        self.rt.plane.remove_instance(instance)
+        plane = self.rt.plane
+        ctl = plane.instances.get(instance)
+        if ctl is None or ctl.draining or ctl.moving_to is not None or self.pending.involves(instance):
+            return False
+        if len(plane.components.get(ctl.component, [])) <= 1:
+            return False
+        name = self._engine_of.pop(instance)
+        self.kills.append((time.monotonic(), name, ctl.component))
+        plane.remove_instance(instance, on_drained=lambda: self._retire(name))
         return True
+
+    def _retire(self, engine: str) -> None:
+        """Kill an engine whose instance has drained (unless another instance took it meanwhile)."""
+        if engine in self.dep.farm and engine not in self._engine_of.values():
+            self.dep.farm.kill(engine)
 
     @hookimpl
     def nalar_runtime_closing(self, runtime: Any) -> None:

@@ -2,7 +2,8 @@
 
 ``"least_loaded+migrate"`` is a policy whose ``choose`` is the first member's that
 defines one and whose decisions are every member's, in order; a member may take
-constructor arguments, ``"reallocate:cooldown_ticks=300"``.
+constructor arguments, ``"reallocate:cooldown_ticks=300"`` (the composition is
+:func:`nalar_plugin.scheduler.policies.compose`; ``Runtime(policy=...)`` reads the same).
 
 :class:`FollowDemandPolicy` (``follow_demand``) is the one scheduling rule written
 here, registered through the ``nalar_add_policies`` hook: it splits instances in
@@ -16,33 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..scheduler.decisions import Decision, Provision, Snapshot
-from ..scheduler.policies import Policy
+from ..scheduler.policies import CompositePolicy, Policy, compose
 
 __all__ = ["BenchPolicies", "CompositePolicy", "FollowDemandPolicy", "make_policy"]
-
-
-class CompositePolicy(Policy):
-    """Several policies as one: the first ``choose`` that picks wins; decisions are concatenated."""
-
-    def __init__(self, name: str, members: Sequence[Any]) -> None:
-        self.name = name
-        self.members = list(members)
-
-    def choose(self, component: str, candidates: Sequence[Any]) -> Any | None:
-        for member in self.members:
-            picked = member.choose(component, candidates)
-            if picked is not None:
-                return picked
-        return None
-
-    def decide(self, snapshot: Snapshot) -> list[Decision]:
-        out: list[Decision] = []
-        for member in self.members:
-            out.extend(member.decide(snapshot) or [])
-        return out
 
 
 class FollowDemandPolicy(Policy):
@@ -89,34 +68,12 @@ class BenchPolicies:
         return {"follow_demand": FollowDemandPolicy}
 
 
-def _member(rt: Any, spec: str) -> Any:
-    """One installed policy from ``name`` or ``name:key=value,key=value`` (constructor arguments).
-
-    Raises:
-        ConfigError: A malformed argument.
-    """
-    name, _, args = spec.partition(":")
-    kwargs: dict[str, Any] = {}
-    for pair in filter(None, (a.strip() for a in args.split(","))):
-        key, eq, raw = pair.partition("=")
-        if not eq:
-            raise ConfigError(f"policy argument {pair!r} of {spec!r} is not key=value")
-        kwargs[key.strip()] = float(raw) if "." in raw else int(raw)
-    obj = rt.plugins.policy(name.strip(), **kwargs)
-    obj.name = name.strip()
-    return obj
-
-
 def make_policy(rt: Any, spec: str) -> Any:
-    """The policy object for ``spec``: installed policies joined by ``+``, each ``name`` or ``name:k=v,...``.
+    """The policy object for ``spec`` on ``rt`` (see :func:`nalar_plugin.scheduler.policies.compose`).
 
     For example ``least_loaded+reallocate:cooldown_ticks=300``.
 
     Raises:
         ConfigError: An unknown policy or a malformed argument.
     """
-    members = [_member(rt, m) for m in spec.split("+") if m.strip()]
-    if len(members) == 1:
-        members[0].name = spec
-        return members[0]
-    return CompositePolicy(spec, members)
+    return compose(rt.plugins, spec)

@@ -85,6 +85,8 @@ class RunSettings:
         shed: nalar only: every model component gets this admission SLO per call (model
             seconds); calls expected to take longer are rejected at admission and their
             requests fail (``AdmissionRejectedError``). ``None``: no shedding.
+        max_engines: nalar only: the farm grows to at most this many live engines when the
+            policy provisions new ones (``autoscale``); ``None``: as many as it asks for.
         progress: Show a progress bar.
     """
 
@@ -104,6 +106,7 @@ class RunSettings:
     drain: float = 2.0
     slo_s: float | None = None
     shed: float | None = None
+    max_engines: int | None = None
     progress: bool = True
 
     def resolved(self) -> RunSettings:
@@ -205,7 +208,7 @@ def _runtime(s: RunSettings, dep: Deployment, wl: Workload, counter: _Observer) 
                           stateful=agent in dep.stateful)
             rt.register_plugin(prov, name="nalar-bench-farm-provisioner")
         else:
-            prov = ModelProvisioner(rt, dep)
+            prov = ModelProvisioner(rt, dep, max_engines=s.max_engines)
             prov.deploy(_admit(s), slo_s=None if s.shed is None else s.shed * s.time_scale)
         yield rt, prov
 
@@ -295,13 +298,24 @@ def run(settings: RunSettings) -> RunResult:
         rt_used = rt is not None
         moves = list(getattr(prov, "moves", []))
         move_times = list(getattr(prov, "move_times", []))
+        grown = list(getattr(prov, "provisions", []))
+        shrunk = list(getattr(prov, "kills", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
     summary["admit"] = _admit(s) if rt_used else None
     summary["shed"] = {"call_slo_s": s.shed, **({k: admission[k] for k in ("rejected", "deferred")}
                                                  if admission else {"rejected": 0, "deferred": 0})}
     summary["decisions"] = {"migrations": counter.migrations, "reallocations": len(moves),
-                            "priority_changes": counter.priorities}
+                            "priority_changes": counter.priorities, "engines_added": len(grown),
+                            "engines_removed": len(shrunk)}
+    # Engine time used from model time 0 to the last answer (engines added count from their
+    # creation, warm-up included, removed ones until they were killed).
+    end = max((r.end for r in env.records), default=t0)
+    summary["engine_s"] = round(dep.farm.engine_seconds(t0, end) / s.time_scale, 1)
+    summary["engines_max"] = dep.farm.engines_alive_max(t0, end)
+    # When engines were added (+) or removed (-), model seconds since time 0, for the report.
+    summary["scaling"] = sorted([round((t - t0) / s.time_scale, 1), engine, agent, sign]
+                                for sign, events in (("+", grown), ("-", shrunk)) for t, engine, agent in events)
     if rt_used:
         # Where nalar's calls spent their time: waiting in the local controllers, then admitted.
         summary["breakdown"]["components"] = counter.per_component(s.time_scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .autoscale import AutoscalePolicy
 from .controller import Call, ControlPlane, LocalController
 from .decisions import (
     ComponentStats,
@@ -20,6 +21,7 @@ from .global_controller import GlobalController
 from .policies import FCFSPolicy, Policy
 
 __all__ = [
+    "AutoscalePolicy",
     "Call",
     "ComponentStats",
     "ControlPlane",

@@ -99,6 +99,14 @@ class Limiter(Protocol):
         """An admitted call completed (its tokens are settled)."""
 
 
+def _drained(fn: Callable[[], None], instance: str) -> None:
+    """Run an ``on_drained`` callback; its failure is logged, never raised into the call path."""
+    try:
+        fn()
+    except Exception:
+        logger.exception("the drained callback of instance %s failed", instance)
+
+
 class PriorityQueue:
     """A heap of calls with O(1) lazy removal.
 
@@ -161,6 +169,7 @@ class LocalController:
         self.ready_at = 0.0  # monotonic time before which nothing is admitted (warm-up)
         self.move_cost_s: float | None = None  # what moving it elsewhere costs, if its provisioner said
         self.moving_to: str | None = None  # make before break: the component it is moving to
+        self.on_drained: Callable[[], None] | None = None  # called once it is removed and its calls finished
         self._latencies: list[float] = []
         self._lat_i = 0
 
@@ -213,6 +222,7 @@ class _Component:
         self.deferred_waiting = 0  # deferred calls still queued (calls that can make the SLO pass them)
         self.busy_s = 0.0  # service delivered by instances that left the component
         self.completed = 0
+        self.inline = False  # its latest call ran in its caller (on no worker)
 
 
 class ControlPlane:
@@ -290,12 +300,21 @@ class ControlPlane:
         self._admit(component)
         return iid
 
-    def remove_instance(self, instance: str) -> LocalController:
-        """Stop admitting to ``instance``; its queued calls go back to the shared queue."""
+    def remove_instance(self, instance: str, on_drained: Callable[[], None] | None = None) -> LocalController:
+        """Stop admitting to ``instance``; its queued calls go back to the shared queue.
+
+        Its admitted calls finish where they run (it *drains*). ``on_drained`` is called
+        once, outside the lock, when the last of them has finished (at once if none
+        runs): only then may what the instance stands for (an engine, a hosted object)
+        be taken down without losing a call.
+        """
+        drained: Callable[[], None] | None = None
         with self._lock:
             ctl = self.instances[instance]
             ctl.draining = True
             ctl.moving_to = None
+            if on_drained is not None:
+                ctl.on_drained = on_drained
             comp = self._components[ctl.component]
             if instance in comp.instances:
                 comp.instances.remove(instance)
@@ -308,6 +327,9 @@ class ControlPlane:
                 del self._routes[key]
             if ctl.in_flight == 0:
                 del self.instances[instance]
+                drained, ctl.on_drained = ctl.on_drained, None
+        if drained is not None:
+            _drained(drained, instance)
         self._refresh(ctl.component)
         return ctl
 
@@ -339,6 +361,7 @@ class ControlPlane:
             sess.calls[ctx.component] = seen + 1
             if sess.priority_set:
                 ctx.priority = sess.priority
+            comp.inline = call.inline
             rejected = self._admission(comp, call)
             bound_to: str | None = None
             if rejected is None:
@@ -667,8 +690,10 @@ class ControlPlane:
             comp_of = self._components.get(ctl.component)
             if comp_of is not None:
                 comp_of.full = False
+            drained: Callable[[], None] | None = None
             if ctl.draining and ctl.in_flight == 0:
                 self.instances.pop(ctl.instance, None)
+                drained, ctl.on_drained = ctl.on_drained, None
             sess = self._session(call.context.session)
             sess.in_flight -= 1
             sess.completed += 1
@@ -677,6 +702,8 @@ class ControlPlane:
                 self._went_idle(sess.session)
         if self.limiter is not None:
             self.limiter.done(call)
+        if drained is not None:
+            _drained(drained, ctl.instance)
         self._admit(ctl.component, ctl.instance)
 
     # -- decisions ---------------------------------------------------------
@@ -785,7 +812,8 @@ class ControlPlane:
                 name: ComponentStats(name, {i: self.instances[i].stats() for i in c.instances},
                                      queue_len=len(c.shared), arrived=c.arrived,
                                      sessions_arrived=c.sessions_arrived, slo_s=c.slo_s,
-                                     rejected=c.rejected, deferred=c.deferred)
+                                     rejected=c.rejected, deferred=c.deferred, max_instances=c.max_instances,
+                                     inline=c.inline)
                 for name, c in self._components.items()
             }
             sessions = dict(self._active)  # live records: policies read, never write

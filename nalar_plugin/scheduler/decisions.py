@@ -68,6 +68,8 @@ class ComponentStats:
     slo_s: float | None = None  # the component's admission SLO (wall seconds), if it has one
     rejected: int = 0  # calls refused at admission because they would break the SLO
     deferred: int = 0  # calls that would break it, queued behind the others as their callers asked
+    max_instances: int | None = None  # the bound on its instances (provisioning included), if it has one
+    inline: bool = False  # its calls run in their callers, on no worker (adapter calls in threads mode)
 
     @property
     def queued(self) -> int:

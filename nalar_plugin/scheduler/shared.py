@@ -23,6 +23,7 @@ from tornado.ioloop import PeriodicCallback
 from ..plugins import PluginManager
 from . import decisions as D
 from .global_controller import GlobalController
+from .policies import compose
 
 __all__ = ["DECISION_TOPIC", "SchedulerGlobalController", "SharedDecisions", "snapshot_to_dict"]
 
@@ -42,6 +43,7 @@ def snapshot_to_dict(snap: D.Snapshot) -> dict[str, Any]:
         "components": {
             n: {"queue_len": c.queue_len, "arrived": c.arrived, "sessions_arrived": c.sessions_arrived,
                 "slo_s": c.slo_s, "rejected": c.rejected, "deferred": c.deferred,
+                "max_instances": c.max_instances, "inline": c.inline,
                 "instances": {i: asdict(s) for i, s in c.instances.items()}}
             for n, c in snap.components.items()
         },
@@ -77,7 +79,7 @@ class SchedulerGlobalController(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
-        self.policy = PluginManager().policy(self.policy_name)
+        self.policy = compose(PluginManager(), self.policy_name)
         self.reports: dict[str, dict[str, Any]] = {}
         self.ticks = 0
         self.failures = 0
@@ -115,6 +117,8 @@ class SchedulerGlobalController(SchedulerPlugin):
                 comp.rejected += c.get("rejected", 0)
                 comp.deferred += c.get("deferred", 0)
                 comp.slo_s = c.get("slo_s") if comp.slo_s is None else comp.slo_s
+                comp.max_instances = c.get("max_instances") if comp.max_instances is None else comp.max_instances
+                comp.inline = comp.inline or bool(c.get("inline"))
                 for iid, s in c["instances"].items():
                     gid = f"{drv}{_SEP}{iid}"
                     comp.instances[gid] = D.InstanceStats(**{**s, "instance": gid})

@@ -52,6 +52,8 @@ class EngineFarm:
         self._engines: dict[str, SimulatedEngine] = {}
         self._next_index: dict[str, int] = {}
         self._created = 0
+        # engine name -> [created, killed or None] (time.monotonic), killed engines included
+        self._lifetimes: dict[str, list[float | None]] = {}
         for pool, count in pools.items():
             self._check_pool(pool)
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -118,6 +120,7 @@ class EngineFarm:
         )
         self._created += 1
         self._engines[name] = engine
+        self._lifetimes[name] = [time.monotonic(), None]
         self._pools.setdefault(pool, []).append(name)
         return engine
 
@@ -295,4 +298,34 @@ class EngineFarm:
                 raise ConfigError(f"no engine {engine_name!r}; engines are {sorted(self._engines)}")
             if engine.pool is not None:
                 self._pools[engine.pool].remove(engine_name)
+            self._lifetimes[engine_name][1] = time.monotonic()
         engine.kill()
+
+    def engine_seconds(self, start: float, end: float) -> float:
+        """Wall seconds of engine time between ``start`` and ``end``, killed engines included.
+
+        An engine counts from its creation (its warm-up costs too) until it is killed.
+
+        Args:
+            start: Start of the window (:func:`time.monotonic`).
+            end: End of the window.
+
+        Returns:
+            The sum over engines of the time each was alive within the window.
+        """
+        with self._lock:
+            spans = [(born, end if gone is None else gone) for born, gone in self._lifetimes.values()]
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans if a is not None)
+
+    def engines_alive_max(self, start: float, end: float) -> int:
+        """The most engines alive at once between ``start`` and ``end``."""
+        with self._lock:
+            spans = [(born, end if gone is None else gone) for born, gone in self._lifetimes.values()]
+        events = sorted([(max(start, a), 1) for a, b in spans if a is not None and b > start and a < end]
+                        + [(min(end, b), -1) for a, b in spans if a is not None and b > start and a < end],
+                        key=lambda e: (e[0], e[1]))
+        alive = peak = 0
+        for _, step in events:
+            alive += step
+            peak = max(peak, alive)
+        return peak

@@ -5,6 +5,13 @@
 plugin that implements the ``nalar_provision``/``nalar_kill`` hooks. Re-assigning
 an engine to another agent type costs the farm's warm-up.
 
+``Provision(component, where=None)`` (the ``autoscale`` policy's) makes a new
+engine in the component's pool: its instance is there at once, warming (admitting
+nothing), and serves once the warm-up is over. ``Kill(instance)`` drains: the
+instance admits nothing more, its queued calls go back to the component's shared
+queue, its admitted calls finish on the engine, and only then is the engine killed,
+so a scale-down loses no call.
+
 **Make before break** (the default, ``nalar.make-before-break``): a moved engine
 keeps serving its old component while it warms up for the new one, as when the new
 model's weights load into spare memory or a standby; its new instance is there at
@@ -112,6 +119,8 @@ class FarmProvisioner:
         # component -> pool (default: the same name)
         self.components = dict(components or {p: p for p in farm.pools()})
         self.moves: list[tuple[str, str, str]] = []  # (engine, from component, to component)
+        self.provisions: list[tuple[float, str, str]] = []  # (monotonic time, engine, component): new engines
+        self.kills: list[tuple[float, str, str]] = []  # (monotonic time, engine, component): engines removed
         self.make_before_break = bool(rt.config.get("make-before-break", True) if make_before_break is None
                                       else make_before_break)
         self.pending = PendingMoves()
@@ -167,8 +176,10 @@ class FarmProvisioner:
             ready = engine.ready_at
             self.moves.append((engine.name, old, component))
         else:
+            # A new engine: it warms up, then joins the component as one more instance.
             engine = self.farm.provision(self._pool(component))
             ready = engine.ready_at
+            self.provisions.append((time.monotonic(), engine.name, component))
         now_wall = time.monotonic()
         iid: str = plane.add_instance(component, engine.config.max_batch, address=engine)
         plane.set_ready_at(iid, max(now_wall, ready))
@@ -204,14 +215,32 @@ class FarmProvisioner:
 
     @hookimpl
     def nalar_kill(self, instance: str) -> bool | None:
-        """Remove ``instance`` and kill its engine once it has drained."""
+        """Remove ``instance``: it admits nothing more, and its engine is killed once its calls finish.
+
+        Its queued calls go back to the component's shared queue and its admitted
+        calls finish on the engine (it drains), so no call is lost. The last instance
+        of a component, and an instance in a pending move, are not removed (``False``).
+        """
         plane = self.rt.plane
         ctl = plane.instances.get(instance)
         if ctl is None or ctl.component not in self.components:
             return None
-        plane.remove_instance(instance)
-        self.farm.kill(ctl.address.name)
+        if ctl.draining or ctl.moving_to is not None or self.pending.involves(instance):
+            logger.warning("not removing %s: it is moving or already draining", instance)
+            return False
+        if len(plane.components.get(ctl.component, [])) <= 1:
+            logger.warning("not removing the last instance of %s", ctl.component)
+            return False
+        name = ctl.address.name
+        plane.remove_instance(instance, on_drained=lambda: self._retire(name))
+        self.kills.append((time.monotonic(), name, ctl.component))
         return True
+
+    def _retire(self, engine: str) -> None:
+        """Kill an engine whose instance has drained."""
+        if engine in self.farm:
+            self.farm.kill(engine)
+            logger.info("killed engine %s", engine)
 
     @hookimpl
     def nalar_runtime_closing(self, runtime: Any) -> None:

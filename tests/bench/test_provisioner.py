@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage
 import nalar_plugin as nl
 from nalar_plugin.bench.deploy import Deployment, ModelProvisioner, StaticRouter
 from nalar_plugin.bench.trace import ModelStep, TraceBook
-from nalar_plugin.scheduler import Provision
+from nalar_plugin.scheduler import Kill, Provision
 from nalar_plugin.testing import EngineConfig
 
 
@@ -59,3 +59,36 @@ def test_provision_moves_an_engine_and_its_calls_run_there_after_the_warmup() ->
         # The last chat instance is never given away.
         rt.controller.apply(Provision("coder", where=rt.plane.components["chat"][0]))
         assert len(rt.plane.components["chat"]) == 1
+
+
+def test_provision_without_a_donor_grows_the_farm_and_kill_retires_the_engine() -> None:
+    dep = _deployment()
+    with nl.Runtime(policy="fcfs") as rt:
+        prov = ModelProvisioner(rt, dep, max_engines=4)
+        prov.deploy(capacity=2)
+        (first,) = rt.plane.components["coder"]
+        rt.controller.apply(Provision("coder", where=None))
+        assert len(rt.plane.components["coder"]) == 2 and len(dep.farm) == 4
+        new = rt.plane.components["coder"][-1]
+        assert [p[1:] for p in prov.provisions] == [("coder-1", "coder")]
+        assert rt.plane.snapshot().components["coder"].instances[new].warming
+        # The farm's bound: a fifth engine is refused.
+        rt.controller.apply(Provision("chat", where=None))
+        assert len(rt.plane.components["chat"]) == 2 and len(dep.farm) == 4
+        model = dep.router.pick("coder")
+        cb = rt.callback()
+
+        async def calls() -> list[str]:
+            await asyncio.sleep(max(0.0, dep.farm.engine("coder-1").ready_at - time.monotonic()))
+            out = await asyncio.gather(*[model.ainvoke([HumanMessage("go")], {"callbacks": [cb]}, trace_key=f"c{i}")
+                                         for i in range(4)])
+            return [m.response_metadata["model_name"] for m in out]
+
+        assert set(asyncio.run(calls())) == {"coder-0", "coder-1"}
+        # Removing the new instance retires its engine (nothing in flight: at once).
+        rt.controller.apply(Kill(new))
+        assert rt.plane.components["coder"] == [first] and "coder-1" not in dep.farm
+        assert [k[1:] for k in prov.kills] == [("coder-1", "coder")]
+        # The last instance of an agent type stays.
+        rt.controller.apply(Kill(first))
+        assert rt.plane.components["coder"] == [first]
