@@ -182,9 +182,14 @@ class ReallocatePolicy(Policy):
       arriving at the giver still fits under ``low`` per slot without the instance;
     - the gain beats the cost: with ``c`` the move's cost (the instance's warm-up,
       ``move_cost_s``), the queued work the moved slots would serve in the taker
-      between the end of the warm-up and ``move_horizon x c`` (its queue now plus its
+      between the end of the warm-up and the end of the mix (its queue now plus its
       arriving work beyond its slots) is at least ``gain`` times the ``slots x c``
-      slot-seconds the warm-up costs;
+      slot-seconds the warm-up costs. The mix is taken to last ``move_horizon x c``
+      from when the taker's queueing was confirmed (``hold_ticks`` after it began to
+      queue, or after its last move in): a shift late in
+      its life would be over, and the instance needed back where it came from, by the
+      time the move paid. A saturation that outlasts that is capacity's to serve
+      (the ``autoscale`` policy), not re-allocation's;
     - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
       instance moves back between two components within ``backoff x c`` of a move
       the other way;
@@ -248,6 +253,8 @@ class ReallocatePolicy(Policy):
         self._timed = False  # the tick period was measured (else nalar.tick-interval)
         self._last = -(10**9)
         self._hold: tuple[tuple[str, str] | None, int] = (None, 0)  # (taker, giver) called for, ticks in a row
+        # component -> (time it began to queue over its slots, ticks in a row it has not since)
+        self._hot: dict[str, tuple[float, int]] = {}
         self._moves: deque[tuple[float, str, str, str]] = deque(maxlen=256)  # (time, from, to, instance) of each move
         self.refused: dict[str, int] = {}  # moves the guard refused, by reason (for reports and tests)
 
@@ -319,6 +326,7 @@ class ReallocatePolicy(Policy):
         count = sum(len(st) for st in staying.values())
         off = {n: len(staying[n]) - max(1.0, count * self._work[n] / total) for n in pools}  # + surplus
         util = {n: self._load[n] / max(1, slots[n]) for n in pools}
+        self._track_saturation(snapshot.time, {n: util[n] > self.high and pools[n].queued > 0 for n in pools})
         takers = [n for n in pools if util[n] > self.high and off[n] <= -self.margin
                   and (not self.guard or pools[n].queued > 0)]
         if not takers:
@@ -350,7 +358,10 @@ class ReallocatePolicy(Policy):
                 return []
             return self._move(snapshot, giver, taker, donor)
         cost = self._cost(donor)
-        if not self._pays(pools[taker], slots[taker], donor.capacity or 0, cost):
+        # The mix's age once its queueing was confirmed (the hold is the policy's own wait).
+        since = self._hot.get(taker, (snapshot.time, 0))[0]
+        age = max(0.0, snapshot.time - since - self.hold_ticks * self._tick_s)
+        if not self._pays(pools[taker], slots[taker], donor.capacity or 0, cost, age):
             return self._no_move("gain below cost")
         pair = (taker, giver)
         held = self._hold[1] + 1 if self._hold[0] == pair else 1
@@ -385,8 +396,24 @@ class ReallocatePolicy(Policy):
         self._hold = (None, 0)
         return [] if reason is None else self._refuse(reason)
 
-    def _pays(self, taker: Any, slots: int, moved: int, cost: float) -> bool:
-        """Whether the queued work ``moved`` more slots would serve in ``taker`` beats what the move costs."""
+    def _track_saturation(self, now: float, hot: dict[str, bool]) -> None:
+        """Note when each component began to queue over its slots (a dip shorter than ``hold_ticks`` does not end it)."""
+        for name, is_hot in hot.items():
+            since = self._hot.get(name)
+            if is_hot:
+                self._hot[name] = (now if since is None else since[0], 0)
+            elif since is not None:
+                self._hot[name] = (since[0], since[1] + 1)
+                if since[1] + 1 >= self.hold_ticks:
+                    del self._hot[name]
+
+    def _pays(self, taker: Any, slots: int, moved: int, cost: float, age: float = 0.0) -> bool:
+        """Whether the queued work ``moved`` more slots would serve in ``taker`` beats what the move costs.
+
+        The arriving mix is taken to last ``move_horizon x cost`` from when the taker
+        began to queue, ``age`` ago: the moved slots serve from the end of their warm-up
+        to the end of that.
+        """
         if cost <= 0:
             return True
         svc = self._svc.get(taker.component)
@@ -395,7 +422,7 @@ class ReallocatePolicy(Policy):
         backlog = taker.queued * svc  # slot-seconds of work waiting now
         excess = self._work[taker.component] / self._tick_s - slots  # arriving beyond its slots, per second
         after = max(0.0, backlog + excess * cost)  # still queued when the moved slots are warm
-        window = max(0.0, (self.move_horizon - 1.0) * cost)
+        window = max(0.0, (self.move_horizon - 1.0) * cost - age)
         served = min(moved * window, after + max(0.0, excess) * window)
         return served >= self.gain * moved * cost
 
@@ -403,6 +430,7 @@ class ReallocatePolicy(Policy):
         self._last = snapshot.tick
         self._hold = (None, 0)
         self._moves.append((snapshot.time, giver, taker, donor.instance))
+        self._hot.pop(taker, None)  # its capacity changes: a saturation after the move is a new one
         return [Provision(taker, where=donor.instance)]
 
 

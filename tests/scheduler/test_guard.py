@@ -144,7 +144,8 @@ def test_hysteresis_the_call_for_a_move_must_hold() -> None:
 
 
 def test_no_move_back_within_the_backoff() -> None:
-    world = World(guard(backoff=2.0), follow=True)  # 2 x 30 s
+    # A mix taken to last 10 x 30 s: the backoff, not the mix's age, holds the move back.
+    world = World(guard(backoff=2.0, move_horizon=10.0), follow=True)  # 2 x 30 s
     assert world.run(2, SATURATED) == [(2, Provision("code", where="chat/0"))]
     moves = world.run(80, FLIPPED)
     assert moves and moves[0] == (62, Provision("chat", where="code/0"))
@@ -159,11 +160,34 @@ def test_a_move_given_up_at_its_break_does_not_block_the_way_back() -> None:
 
 
 def test_the_budget_caps_moves_per_window() -> None:
-    world = World(guard(budget=2, budget_window=10.0, cooldown_ticks=10), follow=True)  # 2 moves per 300 s
+    # 2 moves per 300 s, of a mix taken to last 20 x 30 s.
+    world = World(guard(budget=2, budget_window=10.0, cooldown_ticks=10, move_horizon=20.0), follow=True)
     pools = {"chat": Pool(8, rate=1.0, done=0.0, in_flight=0), "code": SATURATED["code"]}
     moves = [t for t, _ in world.run(320, pools)]
     assert moves == [2, 12, 302, 312]
     assert world.policy.refused["budget"] > 250
+
+
+def test_a_shift_late_in_its_life_moves_nothing() -> None:
+    # The mix is taken to last 3 x 30 s from when code's queueing was confirmed (the hold
+    # after it began). A move pays only with at least 30 s of it left after the 30 s
+    # warm-up: up to 30 s past the hold.
+    fresh = World(guard(hold_ticks=20))
+    assert fresh.run(30, SATURATED) == [(21, Provision("code", where="chat/0"))]
+    # code queues for 50 s while chat, queueing too, has nothing to give: the clock runs.
+    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": SATURATED["code"]}
+    cold = {"chat": SATURATED["chat"], "code": Pool(2, rate=1.0, done=1.0, in_flight=1)}
+
+    def after(dip: int) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
+        world = World(guard(hold_ticks=20))
+        world.run(50, busy)
+        world.run(dip, cold)
+        return world.run(30, SATURATED), world.policy
+
+    # A dip shorter than the hold: the same saturation, 35 s past its confirmation.
+    moves, policy = after(dip=5)
+    assert moves == [] and policy.refused["gain below cost"] >= 10
+    assert after(dip=20)[0] == [(90, Provision("code", where="chat/0"))]  # it ended; a new one starts at 71
 
 
 def test_an_instance_moving_away_counts_where_it_goes() -> None:
