@@ -61,7 +61,7 @@ constructor argument of :class:`~nalar_plugin.scheduler.policies.ReallocatePolic
     move-gain: A move is made only when the queued work it would serve sooner is at least
         this many times the slot-seconds its warm-up costs (default 1.0).
     move-horizon: How long the arriving mix is taken to last when that gain is estimated,
-        in move costs (default 3).
+        in move costs, from when the taking component's queueing was confirmed (default 3).
     move-hold-ticks: Ticks a move's conditions must hold in a row before it is made (default 20).
     move-backoff: No move back between two components within this many move costs of a
         move the other way (default 2).
