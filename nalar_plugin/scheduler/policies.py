@@ -184,12 +184,11 @@ class ReallocatePolicy(Policy):
       ``move_cost_s``), the queued work the moved slots would serve in the taker
       between the end of the warm-up and the end of the mix (its queue now plus its
       arriving work beyond its slots) is at least ``gain`` times the ``slots x c``
-      slot-seconds the warm-up costs. The mix is taken to last ``move_horizon x c``
-      from when the taker's queueing was confirmed (``hold_ticks`` after it began to
-      queue, or after its last move in): a shift late in
-      its life would be over, and the instance needed back where it came from, by the
-      time the move paid. A saturation that outlasts that is capacity's to serve
-      (the ``autoscale`` policy), not re-allocation's;
+      slot-seconds the warm-up costs. With ``mix_age`` (the default) the arriving mix
+      is taken to last ``move_horizon x c`` from when the taker's queueing was
+      confirmed (``hold_ticks`` after it began, or after its last move in): a shift
+      late in its life brings no more work past that, so a move then pays only for the
+      backlog already queued, not for work the mix would no longer send;
     - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
       instance moves back between two components within ``backoff x c`` of a move
       the other way;
@@ -217,6 +216,7 @@ class ReallocatePolicy(Policy):
         backoff: No move back within this many move costs (``nalar.move-backoff``, 2).
         budget: Moves at most per window (``nalar.move-budget``, 3).
         budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
+        mix_age: Count the arriving mix's age against the work a move would serve.
     """
 
     name = "reallocate"
@@ -224,8 +224,10 @@ class ReallocatePolicy(Policy):
     def __init__(self, high: float = 1.0, low: float = 0.5, cooldown_ticks: int = 10, horizon_ticks: int = 100,
                  margin: float = 1.0, *, guard: bool = True, mix: bool = True, move_cost_s: float | None = None,
                  gain: float | None = None, move_horizon: float | None = None, hold_ticks: int | None = None,
-                 backoff: float | None = None, budget: int | None = None, budget_window: float | None = None) -> None:
+                 backoff: float | None = None, budget: int | None = None, budget_window: float | None = None,
+                 mix_age: bool = True) -> None:
         cfg = resolve()
+        self.mix_age = bool(mix_age)
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks
@@ -422,8 +424,10 @@ class ReallocatePolicy(Policy):
         backlog = taker.queued * svc  # slot-seconds of work waiting now
         excess = self._work[taker.component] / self._tick_s - slots  # arriving beyond its slots, per second
         after = max(0.0, backlog + excess * cost)  # still queued when the moved slots are warm
-        window = max(0.0, (self.move_horizon - 1.0) * cost - age)
-        served = min(moved * window, after + max(0.0, excess) * window)
+        window = max(0.0, (self.move_horizon - 1.0) * cost)  # the moved slots serve the taker this long
+        # New work beyond the taker's slots arrives only while the mix lasts; the backlog stays.
+        arriving = max(0.0, window - age) if self.mix_age else window
+        served = min(moved * window, after + max(0.0, excess) * arriving)
         return served >= self.gain * moved * cost
 
     def _move(self, snapshot: Snapshot, giver: str, taker: str, donor: Any) -> list[Decision]:

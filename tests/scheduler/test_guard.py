@@ -169,25 +169,30 @@ def test_the_budget_caps_moves_per_window() -> None:
 
 
 def test_a_shift_late_in_its_life_moves_nothing() -> None:
-    # The mix is taken to last 3 x 30 s from when code's queueing was confirmed (the hold
-    # after it began). A move pays only with at least 30 s of it left after the 30 s
-    # warm-up: up to 30 s past the hold.
+    # code gets 5 calls/s on 4 slots with a short queue: a move pays for its 30 s warm-up
+    # only through the work the mix keeps sending. The mix is taken to last 3 x 30 s from
+    # when code's queueing was confirmed (the hold after it began): past that, no more.
+    growing = {"chat": SATURATED["chat"], "code": Pool(2, rate=5.0, done=4.0, queued=1)}
     fresh = World(guard(hold_ticks=20))
-    assert fresh.run(30, SATURATED) == [(21, Provision("code", where="chat/0"))]
+    assert fresh.run(30, growing) == [(21, Provision("code", where="chat/0"))]
     # code queues for 50 s while chat, queueing too, has nothing to give: the clock runs.
-    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": SATURATED["code"]}
+    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": growing["code"]}
     cold = {"chat": SATURATED["chat"], "code": Pool(2, rate=1.0, done=1.0, in_flight=1)}
 
-    def after(dip: int) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
-        world = World(guard(hold_ticks=20))
+    def after(dip: int, pools: dict[str, Pool], **kw: bool) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
+        world = World(guard(hold_ticks=20, **kw))
         world.run(50, busy)
         world.run(dip, cold)
-        return world.run(30, SATURATED), world.policy
+        return world.run(30, pools), world.policy
 
     # A dip shorter than the hold: the same saturation, 35 s past its confirmation.
-    moves, policy = after(dip=5)
+    moves, policy = after(5, growing)
     assert moves == [] and policy.refused["gain below cost"] >= 10
-    assert after(dip=20)[0] == [(90, Provision("code", where="chat/0"))]  # it ended; a new one starts at 71
+    assert after(5, growing, mix_age=False)[0] == [(75, Provision("code", where="chat/0"))]  # the age ignored
+    # A backlog already queued still pays for the move, however old the mix.
+    assert after(5, SATURATED)[0] == [(75, Provision("code", where="chat/0"))]
+    # A dip as long as the hold ends the saturation; a new one starts at 71.
+    assert after(20, growing)[0] == [(90, Provision("code", where="chat/0"))]
 
 
 def test_an_instance_moving_away_counts_where_it_goes() -> None:
