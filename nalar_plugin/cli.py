@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -154,6 +154,16 @@ def _cmd_bench_workload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(data: dict[str, Any], args: argparse.Namespace, table: str, plot: Callable[[str], None]) -> int:
+    """The table is the output; the JSON goes to ``--json`` only, the figure to ``--plot``."""
+    _write_json(data, args.json, echo=False)
+    print(table)
+    if args.plot:
+        plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench_compare(args: argparse.Namespace) -> int:
     rates = args.rps or list(workload(args.workload).rps)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -165,13 +175,8 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
     # Every completed request's latency, so the plots can be redrawn from the file.
     data["latencies_s"] = {label: [[round(x, 3) for x in lat] for _, lat in runs] for label, runs in curves.items()}
-    # The table is the output; the JSON (every run's summary) goes to the file only.
-    _write_json(data, args.json, echo=False)
-    print(format_compare_table(data))
-    if args.plot:
-        plot_runs(curves, args.plot, title=f"{args.workload}: {', '.join(systems)} (seed {args.seed})")
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
+    title = f"{args.workload}: {', '.join(systems)} (seed {args.seed})"
+    return _report(data, args, format_compare_table(data), lambda path: plot_runs(curves, path, title=title))
 
 
 def _cmd_bench_seeds(args: argparse.Namespace) -> int:
@@ -183,12 +188,7 @@ def _cmd_bench_seeds(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise NalarError(f"cannot read the comparison {path}: {exc}") from exc
     merged = merge_seeds(results)
-    _write_json(merged, args.json, echo=False)
-    print(format_seeds_markdown(merged))
-    if args.plot:
-        plot_seeds(merged, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
+    return _report(merged, args, format_seeds_markdown(merged), lambda path: plot_seeds(merged, path))
 
 
 def _cmd_bench_research(args: argparse.Namespace) -> int:
@@ -197,12 +197,7 @@ def _cmd_bench_research(args: argparse.Namespace) -> int:
                                 time_scale=args.time_scale, capacity=args.capacity, systems=systems,
                                 drain_s=args.drain, progress=not args.no_progress, nalar_config=_nalar_config())
     data = bench_research(settings)
-    _write_json(data, args.json, echo=False)
-    print(format_research_table(data))
-    if args.plot:
-        plot_research(data, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
+    return _report(data, args, format_research_table(data), lambda path: plot_research(data, path))
 
 
 def _workload_options(w: argparse.ArgumentParser) -> None:

@@ -46,7 +46,7 @@ from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
 from .scheduler.global_controller import GlobalController
 from .scheduler.leases import RateLimiter
-from .scheduler.policies import compose
+from .scheduler.compose import compose
 from .scheduler.shared import SharedDecisions, snapshot_to_dict
 from .state.checkpoint import DiskcacheSaver
 from .state.journal import Journal, JournalRecord, Retention
@@ -80,7 +80,7 @@ class Runtime:
             :mod:`nalar_plugin.config`).
         policy: Name of the active policy, or names joined by ``+`` with arguments, such as
             ``"least_loaded+autoscale:max_instances=4"`` (see
-            :func:`~nalar_plugin.scheduler.policies.compose`).
+            :func:`~nalar_plugin.scheduler.compose.compose`).
         tick_interval: Global controller period, seconds or a string such as ``"100ms"``.
         security: A ``distributed.security.Security`` (TLS), passed to Dask.
         state_dir: Directory of the managed state store.

@@ -16,6 +16,7 @@ MODULES = [
     "nalar_plugin.scheduler",
     "nalar_plugin.scheduler.decisions",
     "nalar_plugin.scheduler.policies",
+    "nalar_plugin.scheduler.compose",
     "nalar_plugin.scheduler.autoscale",
     "nalar_plugin.graph",
 ]

@@ -33,7 +33,8 @@ from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
 
-from ..calls import CallPath, InlineCall
+from ..calls import CallPath
+from ..inline import InlineCall
 from ..errors import ConfigError
 from ..future import Future
 from ..stubs import Directives

@@ -3,7 +3,7 @@
 ``"least_loaded+migrate"`` is a policy whose ``choose`` is the first member's that
 defines one and whose decisions are every member's, in order; a member may take
 constructor arguments, ``"reallocate:cooldown_ticks=300"`` (the composition is
-:func:`nalar_plugin.scheduler.policies.compose`; ``Runtime(policy=...)`` reads the same).
+:func:`nalar_plugin.scheduler.compose.compose`; ``Runtime(policy=...)`` reads the same).
 
 :class:`FollowDemandPolicy` (``follow_demand``) is the one scheduling rule written
 here, registered through the ``nalar_add_policies`` hook: it splits instances in
@@ -14,12 +14,12 @@ a saturated component; the benchmarks' workloads use ``reallocate``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ..hookspecs import hookimpl
 from ..scheduler.decisions import Decision, Provision, Snapshot
-from ..scheduler.policies import CompositePolicy, Policy, compose
+from ..scheduler.compose import CompositePolicy, compose
+from ..scheduler.policies import Policy
 
 __all__ = ["BenchPolicies", "CompositePolicy", "FollowDemandPolicy", "make_policy"]
 
@@ -69,7 +69,7 @@ class BenchPolicies:
 
 
 def make_policy(rt: Any, spec: str) -> Any:
-    """The policy object for ``spec`` on ``rt`` (see :func:`nalar_plugin.scheduler.policies.compose`).
+    """The policy object for ``spec`` on ``rt`` (see :func:`nalar_plugin.scheduler.compose.compose`).
 
     For example ``least_loaded+reallocate:cooldown_ticks=300``.
 

@@ -11,7 +11,6 @@ a Dask event. Instance ids in the merged view are ``"<driver>|<instance>"``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import asdict, fields
@@ -23,7 +22,7 @@ from tornado.ioloop import PeriodicCallback
 from ..plugins import PluginManager
 from . import decisions as D
 from .global_controller import GlobalController
-from .policies import compose
+from .compose import compose
 
 __all__ = ["DECISION_TOPIC", "SchedulerGlobalController", "SharedDecisions", "snapshot_to_dict"]
 

@@ -24,7 +24,8 @@ from nalar_plugin.hookspecs import hookimpl
 from nalar_plugin.plugins import PluginManager
 from nalar_plugin.scheduler import Call, ControlPlane, GlobalController, Kill, LocalController, Provision
 from nalar_plugin.scheduler.autoscale import AutoscalePolicy
-from nalar_plugin.scheduler.policies import CompositePolicy, LeastLoadedPolicy, compose
+from nalar_plugin.scheduler.compose import CompositePolicy, compose
+from nalar_plugin.scheduler.policies import LeastLoadedPolicy
 from nalar_plugin.testing import EngineConfig, EngineFarm, FarmProvisioner
 
 from .test_local_controller import make_call
