@@ -15,15 +15,9 @@ Per-session records (metrics, affinity) of idle sessions are kept for the
 ``session_cap`` most recently active sessions; older idle ones are forgotten,
 so memory stays bounded however many sessions a long-lived process serves.
 
-**Admission with an SLO.** A component may have an SLO (:meth:`ControlPlane.set_slo`,
-from ``rt.deploy(..., slo_s=...)``), and a call may ask for its deadline to be
-one (``on_slo``). When a call arrives, its expected time to completion is
-estimated from the component's queue, its slots and its mean service per call:
-no wait while a slot is free, else ``(calls ahead - slots + 1) x service / slots``,
-plus one service. A call that would break its budget is either refused at once
-with :class:`~nalar_plugin.errors.AdmissionRejectedError` (``reject``, the default)
-or queued behind every call that can still make it (``defer``). Until a call of
-the component has completed, its service is unknown and every call is admitted.
+**Admission with an SLO.** A component may have an SLO (:meth:`ControlPlane.set_slo`),
+and a call may ask for its deadline to be one; a call expected to break it is
+refused or deferred at admission (:mod:`nalar_plugin.scheduler.admission`).
 
 **Rate limits.** A component with ``rpm``/``tpm`` limits is also asked of the
 :attr:`ControlPlane.limiter` (:mod:`nalar_plugin.scheduler.leases`) before the call at
@@ -45,41 +39,17 @@ from typing import Any
 from ..config import ON_SLO
 from ..errors import AdmissionRejectedError, ConfigError
 from .decisions import ComponentStats, SessionStats, Snapshot
-from .local import Call, Limiter, LocalController, PriorityQueue, run_drained
+from . import admission
+from .admission import DEFER_PRIORITY
+from .local import Call, ComponentRecord, Limiter, LocalController, PriorityQueue, run_drained
 
 __all__ = ["Call", "ControlPlane", "DEFER_PRIORITY", "Limiter", "LocalController", "PriorityQueue"]
 
 logger = logging.getLogger(__name__)
 
-# How far a deferred call's priority drops: behind every call that can still make its SLO.
-DEFER_PRIORITY = 1e12
 # A session idle for at most this long between two calls is still serving one request
 # (the gap between two steps of a graph run); longer, and its next call starts a new one.
 REQUEST_GAP_S = 0.5
-
-
-class _Component:
-    def __init__(self, name: str, capacity: int | None, max_instances: int | None = None) -> None:
-        self.name = name
-        self.capacity = capacity
-        self.max_instances = max_instances
-        self.instances: list[str] = []
-        self.shared = PriorityQueue()
-        self.weights: tuple[tuple[str, ...], tuple[float, ...]] | None = None
-        self.rr = 0
-        # No instance had a free slot at the last full look; only a completion, a new
-        # instance or a warm-up ending can change that (each clears it).
-        self.full = False
-        self.arrived = 0  # calls that reached the component
-        self.sessions_arrived = 0  # sessions whose first call to it arrived
-        self.slo_s: float | None = None  # admission SLO (wall seconds)
-        self.on_slo = "reject"  # what admission does with a call that would break it
-        self.rejected = 0
-        self.deferred = 0
-        self.deferred_waiting = 0  # deferred calls still queued (calls that can make the SLO pass them)
-        self.busy_s = 0.0  # service delivered by instances that left the component
-        self.completed = 0
-        self.inline = False  # its latest call ran in its caller (on no worker)
 
 
 class ControlPlane:
@@ -97,7 +67,7 @@ class ControlPlane:
         self._lock = threading.RLock()
         self._seq = itertools.count()
         self._rng = random.Random(seed)
-        self._components: dict[str, _Component] = {}
+        self._components: dict[str, ComponentRecord] = {}
         self.instances: dict[str, LocalController] = {}
         self._routes: dict[tuple[str, str], str] = {}  # (session, component) -> instance
         self._sessions: dict[str, SessionStats] = {}
@@ -129,7 +99,7 @@ class ControlPlane:
         with self._lock:
             comp = self._components.get(component)
             if comp is None:
-                comp = self._components[component] = _Component(component, capacity, max_instances)
+                comp = self._components[component] = ComponentRecord(component, capacity, max_instances)
             for n in range(instances):
                 self.add_instance(component, capacity, address=addresses[n] if addresses else None)
             return list(comp.instances)
@@ -140,7 +110,7 @@ class ControlPlane:
         with self._lock:
             comp = self._components.get(component)
             if comp is None:
-                comp = self._components[component] = _Component(component, capacity)
+                comp = self._components[component] = ComponentRecord(component, capacity)
             if comp.max_instances is not None and len(comp.instances) >= comp.max_instances:
                 raise ConfigError(f"component {component!r} has max_instances={comp.max_instances}: "
                                   "no instance can be added")
@@ -231,7 +201,7 @@ class ControlPlane:
             return
         self._admit(ctx.component, bound_to)
 
-    def _queue(self, comp: _Component, sess: SessionStats, call: Call) -> str | None:
+    def _queue(self, comp: ComponentRecord, sess: SessionStats, call: Call) -> str | None:
         """Queue a call that passed the SLO check; the instance it is bound to, if any (caller holds the lock)."""
         ctx = call.context
         if ctx.session not in self._active:
@@ -259,70 +229,16 @@ class ControlPlane:
         self._queued.setdefault(ctx.session, {})[id(call)] = call
         return ctl.instance if bound else None  # type: ignore[union-attr]
 
-    def _admission(self, comp: _Component, call: Call) -> AdmissionRejectedError | None:
-        """Check a call against its SLO; the error to fail it with, or ``None`` (caller holds the lock).
+    def _admission(self, comp: ComponentRecord, call: Call) -> AdmissionRejectedError | None:
+        """Check a call against its SLO (caller holds the lock); see :func:`.admission.check`."""
+        return admission.check(comp, call, lambda: admission.expected_s(comp, self.instances))
 
-        A call that would break its budget and asked for deferral (or whose component
-        defers) is marked deferred: its priority drops by :data:`DEFER_PRIORITY`.
-        """
-        mode = call.extra.get("on_slo")
-        deadline = call.context.deadline if mode is not None else None
-        if comp.slo_s is None and deadline is None:
-            return None
-        budgets = [b for b in (comp.slo_s, None if deadline is None else deadline - time.time()) if b is not None]
-        budget = min(budgets)
-        expected = self.expected_s(comp.name, locked=True)
-        if expected is None or expected <= budget:
-            return None
-        if (mode or comp.on_slo) == "defer":
-            comp.deferred += 1
-            comp.deferred_waiting += 1
-            call.extra["deferred"] = True
-            call.context.priority -= DEFER_PRIORITY
-            return None
-        comp.rejected += 1
-        return AdmissionRejectedError(
-            f"call {call.context.call_id} of {comp.name} shed at admission: expected {expected:.3g} s to "
-            f"complete (queue and service), over its budget of {budget:.3g} s"
-            + ("" if deadline is None else " (its deadline)"),
-            component=comp.name, expected_s=expected, slo_s=budget)
-
-    def expected_s(self, component: str, *, locked: bool = False) -> float | None:
-        """Expected wall seconds from now until a new call of ``component`` completes: wait plus service.
-
-        ``None`` when it cannot be told: no call completed yet, or an instance without a bound.
-        Deferred calls still queued do not count: a call that can make its SLO passes them.
-        """
-        if not locked:
-            with self._lock:
-                return self.expected_s(component, locked=True)
-        comp = self._components.get(component)
-        if comp is None:
-            return None
-        now = time.monotonic()
-        busy, done, slots, load, soonest = comp.busy_s, comp.completed, 0, len(comp.shared), None
-        for iid in comp.instances:
-            ctl = self.instances[iid]
-            if ctl.draining:
-                continue
-            if ctl.capacity is None:
-                return None
-            busy, done = busy + ctl.busy_s, done + ctl.completed
-            load += len(ctl.queue) + ctl.in_flight
-            if ctl.ready_at <= now:
-                slots += ctl.capacity
-            else:
-                soonest = ctl.ready_at if soonest is None else min(soonest, ctl.ready_at)
-        if done == 0:
-            return None
-        service = busy / done
-        load -= comp.deferred_waiting
-        if slots == 0:
-            if soonest is None:
-                return None
-            return soonest - now + (load + 1) * service  # every instance warms up: the first one ready
-        wait = 0.0 if load < slots else (load - slots + 1) * service / slots
-        return wait + service
+    def expected_s(self, component: str) -> float | None:
+        """Expected wall seconds from now until a new call of ``component`` completes (see
+        :func:`.admission.expected_s`); ``None`` when it cannot be told."""
+        with self._lock:
+            comp = self._components.get(component)
+            return None if comp is None else admission.expected_s(comp, self.instances)
 
     def set_slo(self, component: str, slo_s: float | None, on_slo: str = "reject") -> None:
         """Give ``component`` an admission SLO: a call expected to take longer (wait plus service) is shed.
@@ -352,7 +268,7 @@ class ControlPlane:
                         "arrived": c.arrived}
                     for n, c in self._components.items() if c.slo_s is not None or c.rejected or c.deferred}
 
-    def _spills(self, comp: _Component, ctl: LocalController) -> bool:
+    def _spills(self, comp: ComponentRecord, ctl: LocalController) -> bool:
         """Whether a call bound to ``ctl`` should wait in the shared queue instead (caller holds the lock).
 
         Affinity keeps a session's context (a prefix cache) on one instance; it
@@ -442,7 +358,7 @@ class ControlPlane:
             if comp is not None:
                 comp.deferred_waiting -= 1
 
-    def _choose(self, comp: _Component, free: list[LocalController]) -> LocalController:
+    def _choose(self, comp: ComponentRecord, free: list[LocalController]) -> LocalController:
         if self.chooser is not None:
             try:
                 picked = self.chooser(comp.name, free)
@@ -460,7 +376,7 @@ class ControlPlane:
         comp.rr += 1
         return free[comp.rr % len(free)]
 
-    def _next(self, comp: _Component, hint: str | None = None) -> tuple[Call, LocalController] | None:
+    def _next(self, comp: ComponentRecord, hint: str | None = None) -> tuple[Call, LocalController] | None:
         now = time.monotonic()
         if hint is not None:
             # Only ``hint`` changed (it freed a slot, or its own queue got a call): every

@@ -1,4 +1,4 @@
-"""The local controller of one instance: its bound queue, its slots and its metrics.
+"""The local controller of one instance (its bound queue, slots and metrics), and the record of a component.
 
 A :class:`Call` waits in a :class:`PriorityQueue` (higher priority first, then the
 older request, then arrival order): its instance's own queue when its session is
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ..context import CallContext
 from .decisions import InstanceStats
 
-__all__ = ["Call", "Limiter", "LocalController", "PriorityQueue", "run_drained"]
+__all__ = ["Call", "ComponentRecord", "Limiter", "LocalController", "PriorityQueue", "run_drained"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +165,29 @@ class LocalController:
             latency_p50=pct(0.5), latency_p95=pct(0.95), latency_p99=pct(0.99),
             warming=time.monotonic() < self.ready_at, move_cost_s=self.move_cost_s, moving_to=self.moving_to,
         )
+
+
+class ComponentRecord:
+    """One component in the control plane: its instances, shared queue, routing weights and counters."""
+
+    def __init__(self, name: str, capacity: int | None, max_instances: int | None = None) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.max_instances = max_instances
+        self.instances: list[str] = []
+        self.shared = PriorityQueue()
+        self.weights: tuple[tuple[str, ...], tuple[float, ...]] | None = None
+        self.rr = 0
+        # No instance had a free slot at the last full look; only a completion, a new
+        # instance or a warm-up ending can change that (each clears it).
+        self.full = False
+        self.arrived = 0  # calls that reached the component
+        self.sessions_arrived = 0  # sessions whose first call to it arrived
+        self.slo_s: float | None = None  # admission SLO (wall seconds)
+        self.on_slo = "reject"  # what admission does with a call that would break it
+        self.rejected = 0
+        self.deferred = 0
+        self.deferred_waiting = 0  # deferred calls still queued (calls that can make the SLO pass them)
+        self.busy_s = 0.0  # service delivered by instances that left the component
+        self.completed = 0
+        self.inline = False  # its latest call ran in its caller (on no worker)

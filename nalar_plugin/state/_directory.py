@@ -1,4 +1,4 @@
-"""Creation and validation of a nalar state directory and its marker file.
+"""Creation and validation of a nalar state directory and its marker file, and its errors.
 
 The marker (``nalar-state.json``) names the format and its version. A directory
 is adopted only if it is new or empty; one that holds other files but no marker
@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sqlite3
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from nalar_plugin.errors import StateCorruptedError, StateError, StateReadOnlyError
+import diskcache
 
-__all__ = ["FORMAT_VERSION", "MARKER_NAME", "is_read_only", "prepare_directory"]
+from nalar_plugin.errors import NalarError, StateCorruptedError, StateError, StateReadOnlyError
+
+__all__ = ["FORMAT_VERSION", "MARKER_NAME", "is_read_only", "prepare_directory", "storage_errors"]
 
 MARKER_NAME: Final = "nalar-state.json"
 """Name of the file that identifies a nalar state directory."""
@@ -126,3 +130,47 @@ def _check_marker(marker: Path) -> None:
             f"{marker.parent} was written by a newer nalar-plugin (format version "
             f"{version}; this version reads up to {FORMAT_VERSION})"
         )
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, path: Path, timeout: float) -> Iterator[None]:
+    """Map diskcache, SQLite and OS errors met while doing ``action`` in ``path`` to the nalar error classes."""
+    try:
+        yield
+    except NalarError:
+        raise
+    except diskcache.Timeout as exc:
+        raise StateError(
+            f"could not {action}: timed out after {timeout:g}s waiting "
+            f"for the lock on {path}"
+        ) from exc
+    except sqlite3.OperationalError as exc:
+        message = str(exc).lower()
+        if "readonly" in message or "read-only" in message:
+            raise StateReadOnlyError(
+                f"could not {action}: the state directory {path} is read-only"
+            ) from exc
+        if "locked" in message or "busy" in message:
+            raise StateError(
+                f"could not {action}: the database in {path} stayed locked "
+                f"for more than {timeout:g}s"
+            ) from exc
+        if "malformed" in message or "no such table" in message:
+            raise StateCorruptedError(
+                f"could not {action}: the state database in {path} is "
+                f"corrupted ({exc})"
+            ) from exc
+        raise StateError(f"could not {action} in {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StateCorruptedError(
+            f"could not {action}: the state database in {path} is "
+            f"corrupted or not a database ({exc})"
+        ) from exc
+    except sqlite3.Error as exc:
+        raise StateError(f"could not {action} in {path}: {exc}") from exc
+    except OSError as exc:
+        if is_read_only(exc):
+            raise StateReadOnlyError(
+                f"could not {action}: no write access to {path} ({exc})"
+            ) from exc
+        raise StateError(f"could not {action} in {path}: {exc}") from exc

@@ -26,17 +26,15 @@ import diskcache
 
 from nalar_plugin.errors import (
     ConfigError,
-    NalarError,
     SerializationError,
     StateCorruptedError,
     StateError,
-    StateReadOnlyError,
 )
 from nalar_plugin.state._directory import (
     FORMAT_VERSION,
     MARKER_NAME,
-    is_read_only,
     prepare_directory,
+    storage_errors,
 )
 from nalar_plugin.state._disk import SafeDisk
 from nalar_plugin.state._encoding import dumps_value, loads_value
@@ -587,48 +585,9 @@ class Store:
             rows = self._cache._sql(query, params).fetchall()
         return [row[0] for row in rows]
 
-    @contextlib.contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
+    def _guard(self, action: str) -> contextlib.AbstractContextManager[None]:
         """Map diskcache, SQLite and OS errors to the nalar error classes."""
-        try:
-            yield
-        except NalarError:
-            raise
-        except diskcache.Timeout as exc:
-            raise StateError(
-                f"could not {action}: timed out after {self._timeout:g}s waiting "
-                f"for the lock on {self._path}"
-            ) from exc
-        except sqlite3.OperationalError as exc:
-            message = str(exc).lower()
-            if "readonly" in message or "read-only" in message:
-                raise StateReadOnlyError(
-                    f"could not {action}: the state directory {self._path} is read-only"
-                ) from exc
-            if "locked" in message or "busy" in message:
-                raise StateError(
-                    f"could not {action}: the database in {self._path} stayed locked "
-                    f"for more than {self._timeout:g}s"
-                ) from exc
-            if "malformed" in message or "no such table" in message:
-                raise StateCorruptedError(
-                    f"could not {action}: the state database in {self._path} is "
-                    f"corrupted ({exc})"
-                ) from exc
-            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StateCorruptedError(
-                f"could not {action}: the state database in {self._path} is "
-                f"corrupted or not a database ({exc})"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
-        except OSError as exc:
-            if is_read_only(exc):
-                raise StateReadOnlyError(
-                    f"could not {action}: no write access to {self._path} ({exc})"
-                ) from exc
-            raise StateError(f"could not {action} in {self._path}: {exc}") from exc
+        return storage_errors(action, self._path, self._timeout)
 
 
 def _reopen(path: str, serde: SerdeProtocol | None, timeout: float) -> Store:
