@@ -57,24 +57,13 @@ from .state._encoding import dumps_value
 from .state.journal import JournalRecord, arg_hash
 from .state.retry import RetryPolicy
 from .state.service import StateService
-from .stubs import CreateTarget, Directives, EndpointTarget, MethodTarget
+from .stubs import CreateTarget, Directives, EndpointTarget, HostedAddress, MethodTarget
 
-__all__ = ["CallPath", "HostedAddress"]
+__all__ = ["CallPath"]
 
 logger = logging.getLogger(__name__)
 
 _SEQUENCES: Final = 20_000  # top-level key counters kept (one per session in use)
-
-
-class HostedAddress:
-    """Where a factory-made instance lives: its object id and its worker."""
-
-    def __init__(self, object_id: str, worker: str) -> None:
-        self.object_id = object_id
-        self.worker = worker
-
-    def __repr__(self) -> str:
-        return f"<hosted {self.object_id} on {self.worker}>"
 
 
 class CallPath:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .calls import CallPath, HostedAddress
+from .calls import CallPath
 from .config import slo_mode, slo_seconds
 from .context import CallContext, CallSink, new_id
 from .dispatch import Dispatcher
@@ -38,7 +38,7 @@ from .plugins import PluginManager
 from .scheduler.controller import ControlPlane
 from .scheduler.leases import RateLimiter
 from .scheduler.limits import RateLimit
-from .stubs import ClassStub, CreateTarget, Directives, EndpointTarget, HostedObject
+from .stubs import ClassStub, CreateTarget, Directives, EndpointTarget, HostedAddress, HostedObject
 
 __all__ = ["ComponentHandle", "ComponentStub", "Components", "DriverRequests", "LocalSink", "WorkerProvisioner",
            "method_is_async"]

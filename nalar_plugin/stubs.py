@@ -26,6 +26,7 @@ __all__ = [
     "CreateTarget",
     "Directives",
     "EndpointTarget",
+    "HostedAddress",
     "HostedObject",
     "MethodTarget",
     "Stub",
@@ -214,6 +215,17 @@ class EndpointTarget:
 
     def __call__(self, endpoint: Any, *args: Any, **kwargs: Any) -> Any:
         return getattr(endpoint, self.method)(*args, **kwargs)
+
+
+class HostedAddress:
+    """Where a factory-made instance lives: its object id and its worker."""
+
+    def __init__(self, object_id: str, worker: str) -> None:
+        self.object_id = object_id
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"<hosted {self.object_id} on {self.worker}>"
 
 
 class HostedObject:
