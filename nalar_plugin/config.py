@@ -53,7 +53,7 @@ Settings:
         reserved at admission and settled when it completes (default 256).
 
 Re-allocation guard (the ``reallocate`` policy, and so ``nalar``; each is also a
-constructor argument of :class:`~nalar_plugin.scheduler.policies.ReallocatePolicy`):
+constructor argument of :class:`~nalar_plugin.scheduler.reallocate.ReallocatePolicy`):
     move-cost: What moving an instance to another component costs, its warm-up there,
         when its provisioner does not declare it (default ``30s``, the simulated farm's).
         The ``autoscale`` policy waits as long between two changes to a component
