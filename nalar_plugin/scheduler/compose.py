@@ -51,12 +51,15 @@ def _value(raw: str) -> Any:
 def _member(plugins: Any, spec: str) -> Any:
     """One installed policy from ``name`` or ``name:key=value,key=value`` (constructor arguments).
 
+    ``;`` separates arguments too, so a spec fits in a comma-separated list
+    (``nalar bench --systems "langgraph,nalar@nalar:lend=0;mix_now=0"``).
+
     Raises:
         ConfigError: A malformed argument.
     """
     name, _, args = spec.partition(":")
     kwargs: dict[str, Any] = {}
-    for pair in filter(None, (a.strip() for a in args.split(","))):
+    for pair in filter(None, (a.strip() for a in args.replace(";", ",").split(","))):
         key, eq, raw = pair.partition("=")
         if not eq:
             raise ConfigError(f"policy argument {pair!r} of {spec!r} is not key=value")

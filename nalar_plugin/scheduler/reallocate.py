@@ -51,7 +51,18 @@ class ReallocatePolicy(Policy):
     - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
       instance moves back between two components within ``backoff x c`` of a move
       the other way;
-    - a budget: at most ``budget`` moves in any ``budget_window x c``.
+    - a budget: at most ``budget`` moves in any ``budget_window x c``;
+    - the mix now: the gain is reckoned on the lesser of the arriving work averaged
+      over the horizon and over ``2 x hold_ticks`` ticks (``mix_now``), so a backlog
+      left by a mix that has just turned away from the taker does not move an
+      instance it no longer needs.
+
+    **Moves are loans** (``lend=True``, the default, with the guard): an instance
+    moved away from the component it started in goes back there once the component
+    it went to has queued nothing for ``hold_ticks`` ticks and would still fit its
+    load in the slots it keeps, while its home has queued for as long. The way home
+    is free of the gain check, the backoff and the budget: it restores the split the
+    components started from. A move out again is a new move, under every rule.
 
     The cost is what the instance's provisioner declares (``InstanceStats.move_cost_s``),
     else ``move_cost_s``, else ``nalar.move-cost``. Every guard knob left ``None``
@@ -76,6 +87,8 @@ class ReallocatePolicy(Policy):
         budget: Moves at most per window (``nalar.move-budget``, 3).
         budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
         mix_age: Count the arriving mix's age against the work a move would serve.
+        mix_now: Reckon the gain on the arriving work of the last ``2 x hold_ticks`` ticks too.
+        lend: Send a moved instance home when it is no longer needed where it went.
     """
 
     name = "reallocate"
@@ -84,9 +97,11 @@ class ReallocatePolicy(Policy):
                  margin: float = 1.0, *, guard: bool = True, mix: bool = True, move_cost_s: float | None = None,
                  gain: float | None = None, move_horizon: float | None = None, hold_ticks: int | None = None,
                  backoff: float | None = None, budget: int | None = None, budget_window: float | None = None,
-                 mix_age: bool = True) -> None:
+                 mix_age: bool = True, mix_now: bool = True, lend: bool = True) -> None:
         cfg = resolve()
         self.mix_age = bool(mix_age)
+        self.mix_now = bool(mix_now)
+        self.lend = bool(lend)
         self.high = high
         self.low = low
         self.cooldown_ticks = cooldown_ticks
@@ -98,6 +113,7 @@ class ReallocatePolicy(Policy):
         self.gain = float(cfg["move-gain"] if gain is None else gain)
         self.move_horizon = float(cfg["move-horizon"] if move_horizon is None else move_horizon)
         self.hold_ticks = int(cfg["move-hold-ticks"] if hold_ticks is None else hold_ticks)
+        self.alpha_now = max(self.alpha, 1.0 / max(1, 2 * self.hold_ticks))  # never slower than the horizon
         self.backoff = float(cfg["move-backoff"] if backoff is None else backoff)
         self.budget = int(cfg["move-budget"] if budget is None else budget)
         self.budget_window = float(cfg["move-budget-window"] if budget_window is None else budget_window)
@@ -106,6 +122,10 @@ class ReallocatePolicy(Policy):
         self._work: dict[str, float] = {}  # service seconds arriving per tick, averaged (the larger below)
         self._served: dict[str, float] = {}  # averaged service delivered plus load growth per tick
         self._arriving: dict[str, float] = {}  # averaged service the arriving sessions (or calls) bring per tick
+        self._now: dict[str, float] = {}  # the same over 2 x hold_ticks ticks
+        self._runs: dict[str, int] = {}  # ticks in a row a component queued (> 0) or did not (< 0)
+        self._home: dict[str, str] = {}  # moved instance -> the component it started in
+        self.returned = 0  # instances sent home (for reports and tests)
         self._svc: dict[str, float] = {}  # averaged service seconds per call
         self._seen: dict[str, tuple[int, float]] = {}  # instance -> (completed, busy_s) at the last tick
         self._last_load: dict[str, int] = {}
@@ -119,9 +139,9 @@ class ReallocatePolicy(Policy):
         self._moves: deque[tuple[float, str, str, str]] = deque(maxlen=256)  # (time, from, to, instance) of each move
         self.refused: dict[str, int] = {}  # moves the guard refused, by reason (for reports and tests)
 
-    def _avg(self, table: dict[str, float], name: str, value: float) -> None:
+    def _avg(self, table: dict[str, float], name: str, value: float, alpha: float | None = None) -> None:
         prev = table.get(name)
-        table[name] = value if prev is None else prev + self.alpha * (value - prev)
+        table[name] = value if prev is None else prev + (self.alpha if alpha is None else alpha) * (value - prev)
 
     def _observe(self, snapshot: Snapshot, pools: dict[str, Any]) -> None:
         if self._time is not None and snapshot.time > self._time:
@@ -159,9 +179,11 @@ class ReallocatePolicy(Policy):
                 if self.mix and comp.sessions_arrived >= MIX_MIN_SESSIONS:
                     # What the sessions arriving now will ask of the component: sessions times
                     # the calls a session makes here (so far, on average) times the service per call.
-                    self._avg(self._arriving, name, sessions * comp.arrived / comp.sessions_arrived * svc)
+                    arriving = sessions * comp.arrived / comp.sessions_arrived * svc
                 else:
-                    self._avg(self._arriving, name, calls * svc)
+                    arriving = calls * svc
+                self._avg(self._arriving, name, arriving)
+                self._avg(self._now, name, arriving, self.alpha_now)
                 work = max(work, self._arriving[name])  # of the averages: the larger says more
             self._work[name] = work
 
@@ -176,6 +198,9 @@ class ReallocatePolicy(Policy):
         pools = {n: c for n, c in snapshot.components.items() if c.instances and c.capacity}
         self._observe(snapshot, pools)
         self._forget_given_up(snapshot)
+        for name, comp in pools.items():
+            run = self._runs.get(name, 0)
+            self._runs[name] = (max(run, 0) + 1) if comp.queued > 0 else (min(run, 0) - 1)
         if len(pools) < 2 or any(n not in self._work for n in pools):
             return []
         # Instances leaving a component (make before break) count where they go.
@@ -184,6 +209,10 @@ class ReallocatePolicy(Policy):
         total = sum(self._work[n] for n in pools)
         if total <= 0:
             return self._no_move()
+        if self.guard and self.lend:
+            home = self._send_home(snapshot, pools, staying, slots)
+            if home:
+                return home
         count = sum(len(st) for st in staying.values())
         off = {n: len(staying[n]) - max(1.0, count * self._work[n] / total) for n in pools}  # + surplus
         util = {n: self._load[n] / max(1, slots[n]) for n in pools}
@@ -281,7 +310,10 @@ class ReallocatePolicy(Policy):
         if svc is None:
             return False
         backlog = taker.queued * svc  # slot-seconds of work waiting now
-        excess = self._work[taker.component] / self._tick_s - slots  # arriving beyond its slots, per second
+        work = self._work[taker.component]
+        if self.mix_now and taker.component in self._now:
+            work = min(work, self._now[taker.component])  # a mix turned away shows here first
+        excess = work / self._tick_s - slots  # arriving beyond its slots, per second
         after = max(0.0, backlog + excess * cost)  # still queued when the moved slots are warm
         window = max(0.0, (self.move_horizon - 1.0) * cost)  # the moved slots serve the taker this long
         # New work beyond the taker's slots arrives only while the mix lasts; the backlog stays.
@@ -289,7 +321,38 @@ class ReallocatePolicy(Policy):
         served = min(moved * window, after + max(0.0, excess) * arriving)
         return served >= self.gain * moved * cost
 
+    def _send_home(self, snapshot: Snapshot, pools: dict[str, Any], staying: dict[str, dict[str, Any]],
+                   slots: dict[str, int]) -> list[Decision]:
+        """Send home a lent instance its component no longer needs, while its home queues."""
+        if snapshot.tick - self._last < self.cooldown_ticks:
+            return []
+        for iid, home in list(self._home.items()):
+            inst = next((st[iid] for st in staying.values() if iid in st), None)
+            if inst is None:
+                if not any(iid in c.instances for c in snapshot.components.values()):
+                    del self._home[iid]  # gone
+                continue  # moving
+            at = inst.component
+            if at == home:
+                del self._home[iid]  # the move out was given up
+                continue
+            if home not in pools or inst.warming or len(staying[at]) < 2:
+                continue
+            if self._runs.get(home, 0) < self.hold_ticks or self._runs.get(at, 0) > -self.hold_ticks:
+                continue
+            left = slots[at] - (inst.capacity or 0)
+            if left <= 0 or pools[at].load / left >= self.high:
+                continue
+            self.returned += 1
+            return self._move(snapshot, at, home, inst)
+        return []
+
     def _move(self, snapshot: Snapshot, giver: str, taker: str, donor: Any) -> list[Decision]:
+        home = self._home.get(donor.instance)
+        if home == taker:
+            del self._home[donor.instance]
+        elif home is None:
+            self._home[donor.instance] = giver
         self._last = snapshot.tick
         self._hold = (None, 0)
         self._moves.append((snapshot.time, giver, taker, donor.instance))
