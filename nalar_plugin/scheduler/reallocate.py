@@ -53,7 +53,7 @@ class ReallocatePolicy(Policy):
       the other way;
     - a budget: at most ``budget`` moves in any ``budget_window x c``;
     - the mix now: the gain is reckoned on the lesser of the arriving work averaged
-      over the horizon and over ``2 x hold_ticks`` ticks (``mix_now``), so a backlog
+      over the horizon and over ``hold_ticks`` ticks (``mix_now``), so a backlog
       left by a mix that has just turned away from the taker does not move an
       instance it no longer needs.
 
@@ -87,7 +87,7 @@ class ReallocatePolicy(Policy):
         budget: Moves at most per window (``nalar.move-budget``, 3).
         budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
         mix_age: Count the arriving mix's age against the work a move would serve.
-        mix_now: Reckon the gain on the arriving work of the last ``2 x hold_ticks`` ticks too.
+        mix_now: Reckon the gain on the arriving work of the last ``hold_ticks`` ticks too.
         lend: Send a moved instance home when it is no longer needed where it went.
     """
 
@@ -113,7 +113,7 @@ class ReallocatePolicy(Policy):
         self.gain = float(cfg["move-gain"] if gain is None else gain)
         self.move_horizon = float(cfg["move-horizon"] if move_horizon is None else move_horizon)
         self.hold_ticks = int(cfg["move-hold-ticks"] if hold_ticks is None else hold_ticks)
-        self.alpha_now = max(self.alpha, 1.0 / max(1, 2 * self.hold_ticks))  # never slower than the horizon
+        self.alpha_now = max(self.alpha, 1.0 / max(1, self.hold_ticks))  # never slower than the horizon
         self.backoff = float(cfg["move-backoff"] if backoff is None else backoff)
         self.budget = int(cfg["move-budget"] if budget is None else budget)
         self.budget_window = float(cfg["move-budget-window"] if budget_window is None else budget_window)
@@ -122,7 +122,7 @@ class ReallocatePolicy(Policy):
         self._work: dict[str, float] = {}  # service seconds arriving per tick, averaged (the larger below)
         self._served: dict[str, float] = {}  # averaged service delivered plus load growth per tick
         self._arriving: dict[str, float] = {}  # averaged service the arriving sessions (or calls) bring per tick
-        self._now: dict[str, float] = {}  # the same over 2 x hold_ticks ticks
+        self._now: dict[str, float] = {}  # the same over hold_ticks ticks
         self._runs: dict[str, int] = {}  # ticks in a row a component queued (> 0) or did not (< 0)
         self._home: dict[str, str] = {}  # moved instance -> the component it started in
         self.returned = 0  # instances sent home (for reports and tests)

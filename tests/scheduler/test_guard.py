@@ -44,38 +44,51 @@ class World:
     """Cumulative counters per component, advanced one tick per :meth:`step`.
 
     With ``follow``, an instance the policy moves shows as moving (make before
-    break, never breaking) in the snapshots after; else the topology stays as given,
-    and a moved instance still there and not moving reads as a move given up.
+    break, never breaking) in the snapshots after; with ``relocate`` it is in its new
+    component from the next snapshot (keeping its name), and serves that
+    component's calls; else the topology stays as given, and a moved instance still
+    there and not moving reads as a move given up.
     """
 
     def __init__(self, policy: ReallocatePolicy, history: dict[str, tuple[float, float]] | None = None, *,
-                 follow: bool = False) -> None:
+                 follow: bool = False, relocate: bool = False) -> None:
         self.policy = policy
         self.follow = follow
+        self.relocate = relocate  # a moved instance joins its new component at once (break before make)
         self.tick = 0
         self.arrived: dict[str, float] = {k: v[0] for k, v in (history or {}).items()}
         self.sessions: dict[str, float] = {k: v[1] for k, v in (history or {}).items()}
-        self.completed: dict[str, float] = {}
+        self.done: dict[str, float] = {}  # instance -> calls it completed
         self.moving: dict[str, str] = {}
+        self.placed: dict[str, str] = {}  # instance -> the component it is in, when not its first
 
     def step(self, pools: dict[str, Pool]) -> list[Provision]:
         self.tick += 1
+        members: dict[str, list[tuple[str, int]]] = {name: [] for name in pools}
+        for name, p in pools.items():
+            for i in range(p.n):
+                members[self.placed.get(f"{name}/{i}", name)].append((name, i))
         comps = {}
         for name, p in pools.items():
             self.arrived[name] = self.arrived.get(name, 0.0) + p.rate * TICK
             self.sessions[name] = self.sessions.get(name, 0.0) + (p.rate if p.sessions is None else p.sessions) * TICK
-            self.completed[name] = self.completed.get(name, 0.0) + p.done * TICK
-            per = int(self.completed[name] / p.n)
-            comps[name] = ComponentStats(name, {
-                f"{name}/{i}": InstanceStats(f"{name}/{i}", name, queue_len=p.queued, in_flight=p.in_flight,
-                                             capacity=2, completed=per, busy_s=float(per), latency_p50=0.0,
-                                             latency_p95=0.0, latency_p99=0.0, move_cost_s=p.cost,
-                                             moving_to=self.moving.get(f"{name}/{i}", p.moving.get(i)))
-                for i in range(p.n)}, arrived=int(self.arrived[name]), sessions_arrived=int(self.sessions[name]))
+            insts = {}
+            for home, i in members[name]:
+                iid = f"{home}/{i}"
+                self.done[iid] = self.done.get(iid, 0.0) + p.done * TICK / len(members[name])
+                per = int(self.done[iid])
+                insts[iid] = InstanceStats(iid, name, queue_len=p.queued, in_flight=p.in_flight, capacity=2,
+                                           completed=per, busy_s=float(per), latency_p50=0.0, latency_p95=0.0,
+                                           latency_p99=0.0, move_cost_s=p.cost,
+                                           moving_to=self.moving.get(iid, p.moving.get(i) if home == name else None))
+            comps[name] = ComponentStats(name, insts, arrived=int(self.arrived[name]),
+                                         sessions_arrived=int(self.sessions[name]))
         snap = Snapshot(time=self.tick * TICK, tick=self.tick, components=comps, sessions={}, futures=0)
         out = [d for d in self.policy.decide(snap) if isinstance(d, Provision)]
         if self.follow:
             self.moving.update({d.where: d.component for d in out})
+        if self.relocate:
+            self.placed.update({d.where: d.component for d in out})
         return out
 
     def run(self, ticks: int, pools: dict[str, Pool]) -> list[tuple[int, Provision]]:
@@ -193,6 +206,56 @@ def test_a_shift_late_in_its_life_moves_nothing() -> None:
     assert after(5, SATURATED)[0] == [(75, Provision("code", where="chat/0"))]
     # A dip as long as the hold ends the saturation; a new one starts at 71.
     assert after(20, growing)[0] == [(90, Provision("code", where="chat/0"))]
+
+
+# The mix turned: chat is saturated and code, with chat/0 lent to it, has nothing queued.
+TURNED = {"chat": Pool(3, rate=12.0, done=4.0, queued=10), "code": Pool(2, rate=1.0, done=1.0, in_flight=1)}
+
+
+def test_a_lent_instance_goes_home_when_its_home_queues_and_it_is_no_longer_needed() -> None:
+    world = World(guard(backoff=2.0, hold_ticks=5), relocate=True)
+    assert world.run(6, SATURATED) == [(6, Provision("code", where="chat/0"))]
+    assert world.run(20, SATURATED) == []  # chat/0 serves code while code queues
+    # Five ticks of code idle and chat queueing: home, inside the 60 s backoff.
+    assert world.run(10, TURNED) == [(31, Provision("chat", where="chat/0"))]
+    assert world.policy.returned == 1 and not world.policy._home
+    # Without loans the way back waits for the backoff (and the averages) to allow it.
+    lent = World(guard(backoff=2.0, hold_ticks=5, lend=False), relocate=True)
+    lent.run(26, SATURATED)
+    # Without loans nothing goes back: code, half its slots busy, has none to spare by the share rule.
+    assert lent.run(30, TURNED) == [] and lent.policy.returned == 0
+
+
+def test_a_lent_instance_stays_while_its_component_still_queues_or_needs_its_slots() -> None:
+    world = World(guard(backoff=2.0, hold_ticks=5), relocate=True)
+    assert world.run(6, SATURATED) == [(6, Provision("code", where="chat/0"))]
+    both = {"chat": TURNED["chat"], "code": SATURATED["code"]}  # code still queues
+    assert world.run(20, both) == []
+    # code stopped queueing but its in-flight calls fill the 4 slots it would keep.
+    full = {"chat": TURNED["chat"], "code": Pool(2, rate=4.0, done=4.0, in_flight=2)}
+    assert world.run(20, full) == [] and world.policy.returned == 0
+    # code has queued nothing for 20 ticks: home on the first tick its load fits what it keeps.
+    assert world.run(10, TURNED) == [(47, Provision("chat", where="chat/0"))]
+
+
+def test_a_backlog_left_by_a_mix_that_turned_away_moves_nothing() -> None:
+    # code gets 8 calls/s on 4 slots for 200 s; chat's one instance is not its to give.
+    before = {"chat": Pool(1, rate=1.0, done=0.0, in_flight=0), "code": Pool(2, rate=8.0, done=4.0, queued=10)}
+    # Then the mix turns: code's arrivals fall to 0.5/s with its backlog still queued, and
+    # chat, two instances more, idles.
+    after = {"chat": Pool(3, rate=1.0, done=0.0, in_flight=0), "code": Pool(2, rate=0.5, done=4.0, queued=10)}
+
+    def turn(**kw: bool) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
+        world = World(guard(horizon_ticks=100, hold_ticks=5, mix_age=False, **kw))
+        assert world.run(200, before) == []
+        return world.run(50, after), world.policy
+
+    # The horizon's average still says about 8 calls/s: the move seems to pay for itself.
+    moves, _ = turn(mix_now=False)
+    assert moves[0] == (205, Provision("code", where="chat/0"))
+    # The last 5 ticks say 0.5 calls/s: code's own slots clear the backlog within the warm-up.
+    moves, policy = turn()
+    assert moves == [] and policy.refused["gain below cost"] >= 45
 
 
 def test_an_instance_moving_away_counts_where_it_goes() -> None:
