@@ -51,18 +51,16 @@ class ReallocatePolicy(Policy):
     - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
       instance moves back between two components within ``backoff x c`` of a move
       the other way;
-    - a budget: at most ``budget`` moves in any ``budget_window x c``;
-    - the mix now: the gain is reckoned on the lesser of the arriving work averaged
-      over the horizon and over ``hold_ticks`` ticks (``mix_now``), so a backlog
-      left by a mix that has just turned away from the taker does not move an
-      instance it no longer needs.
+    - a budget: at most ``budget`` moves in any ``budget_window x c``.
 
     **Moves are loans** (``lend=True``, the default, with the guard): an instance
-    moved away from the component it started in goes back there once the component
-    it went to has queued nothing for ``hold_ticks`` ticks and would still fit its
-    load in the slots it keeps, while its home has queued for as long. The way home
-    is free of the gain check, the backoff and the budget: it restores the split the
-    components started from. A move out again is a new move, under every rule.
+    moved away from the component it started in goes back there once its home has
+    queued for ``hold_ticks`` ticks in a row and the component it went to, without
+    it, would carry less load per slot than its home does now (so a component whose
+    own mix has turned away from it gives its loan back while it still drains its
+    backlog). The way home is free of the gain check, the backoff and the budget: it
+    restores the split the components started from. A move out again is a new move,
+    under every rule.
 
     The cost is what the instance's provisioner declares (``InstanceStats.move_cost_s``),
     else ``move_cost_s``, else ``nalar.move-cost``. Every guard knob left ``None``
@@ -87,7 +85,6 @@ class ReallocatePolicy(Policy):
         budget: Moves at most per window (``nalar.move-budget``, 3).
         budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
         mix_age: Count the arriving mix's age against the work a move would serve.
-        mix_now: Reckon the gain on the arriving work of the last ``hold_ticks`` ticks too.
         lend: Send a moved instance home when it is no longer needed where it went.
     """
 
@@ -97,10 +94,9 @@ class ReallocatePolicy(Policy):
                  margin: float = 1.0, *, guard: bool = True, mix: bool = True, move_cost_s: float | None = None,
                  gain: float | None = None, move_horizon: float | None = None, hold_ticks: int | None = None,
                  backoff: float | None = None, budget: int | None = None, budget_window: float | None = None,
-                 mix_age: bool = True, mix_now: bool = True, lend: bool = True) -> None:
+                 mix_age: bool = True, lend: bool = True) -> None:
         cfg = resolve()
         self.mix_age = bool(mix_age)
-        self.mix_now = bool(mix_now)
         self.lend = bool(lend)
         self.high = high
         self.low = low
@@ -113,7 +109,6 @@ class ReallocatePolicy(Policy):
         self.gain = float(cfg["move-gain"] if gain is None else gain)
         self.move_horizon = float(cfg["move-horizon"] if move_horizon is None else move_horizon)
         self.hold_ticks = int(cfg["move-hold-ticks"] if hold_ticks is None else hold_ticks)
-        self.alpha_now = max(self.alpha, 1.0 / max(1, self.hold_ticks))  # never slower than the horizon
         self.backoff = float(cfg["move-backoff"] if backoff is None else backoff)
         self.budget = int(cfg["move-budget"] if budget is None else budget)
         self.budget_window = float(cfg["move-budget-window"] if budget_window is None else budget_window)
@@ -122,7 +117,6 @@ class ReallocatePolicy(Policy):
         self._work: dict[str, float] = {}  # service seconds arriving per tick, averaged (the larger below)
         self._served: dict[str, float] = {}  # averaged service delivered plus load growth per tick
         self._arriving: dict[str, float] = {}  # averaged service the arriving sessions (or calls) bring per tick
-        self._now: dict[str, float] = {}  # the same over hold_ticks ticks
         self._runs: dict[str, int] = {}  # ticks in a row a component queued (> 0) or did not (< 0)
         self._home: dict[str, str] = {}  # moved instance -> the component it started in
         self.returned = 0  # instances sent home (for reports and tests)
@@ -139,9 +133,9 @@ class ReallocatePolicy(Policy):
         self._moves: deque[tuple[float, str, str, str]] = deque(maxlen=256)  # (time, from, to, instance) of each move
         self.refused: dict[str, int] = {}  # moves the guard refused, by reason (for reports and tests)
 
-    def _avg(self, table: dict[str, float], name: str, value: float, alpha: float | None = None) -> None:
+    def _avg(self, table: dict[str, float], name: str, value: float) -> None:
         prev = table.get(name)
-        table[name] = value if prev is None else prev + (self.alpha if alpha is None else alpha) * (value - prev)
+        table[name] = value if prev is None else prev + self.alpha * (value - prev)
 
     def _observe(self, snapshot: Snapshot, pools: dict[str, Any]) -> None:
         if self._time is not None and snapshot.time > self._time:
@@ -179,11 +173,9 @@ class ReallocatePolicy(Policy):
                 if self.mix and comp.sessions_arrived >= MIX_MIN_SESSIONS:
                     # What the sessions arriving now will ask of the component: sessions times
                     # the calls a session makes here (so far, on average) times the service per call.
-                    arriving = sessions * comp.arrived / comp.sessions_arrived * svc
+                    self._avg(self._arriving, name, sessions * comp.arrived / comp.sessions_arrived * svc)
                 else:
-                    arriving = calls * svc
-                self._avg(self._arriving, name, arriving)
-                self._avg(self._now, name, arriving, self.alpha_now)
+                    self._avg(self._arriving, name, calls * svc)
                 work = max(work, self._arriving[name])  # of the averages: the larger says more
             self._work[name] = work
 
@@ -310,10 +302,7 @@ class ReallocatePolicy(Policy):
         if svc is None:
             return False
         backlog = taker.queued * svc  # slot-seconds of work waiting now
-        work = self._work[taker.component]
-        if self.mix_now and taker.component in self._now:
-            work = min(work, self._now[taker.component])  # a mix turned away shows here first
-        excess = work / self._tick_s - slots  # arriving beyond its slots, per second
+        excess = self._work[taker.component] / self._tick_s - slots  # arriving beyond its slots, per second
         after = max(0.0, backlog + excess * cost)  # still queued when the moved slots are warm
         window = max(0.0, (self.move_horizon - 1.0) * cost)  # the moved slots serve the taker this long
         # New work beyond the taker's slots arrives only while the mix lasts; the backlog stays.
@@ -323,7 +312,7 @@ class ReallocatePolicy(Policy):
 
     def _send_home(self, snapshot: Snapshot, pools: dict[str, Any], staying: dict[str, dict[str, Any]],
                    slots: dict[str, int]) -> list[Decision]:
-        """Send home a lent instance its component no longer needs, while its home queues."""
+        """Send home a lent instance its home needs more than the component it went to."""
         if snapshot.tick - self._last < self.cooldown_ticks:
             return []
         for iid, home in list(self._home.items()):
@@ -338,10 +327,10 @@ class ReallocatePolicy(Policy):
                 continue
             if home not in pools or inst.warming or len(staying[at]) < 2:
                 continue
-            if self._runs.get(home, 0) < self.hold_ticks or self._runs.get(at, 0) > -self.hold_ticks:
+            if self._runs.get(home, 0) < self.hold_ticks:
                 continue
             left = slots[at] - (inst.capacity or 0)
-            if left <= 0 or pools[at].load / left >= self.high:
+            if left <= 0 or pools[at].load / left >= pools[home].load / max(1, slots[home]):
                 continue
             self.returned += 1
             return self._move(snapshot, at, home, inst)
