@@ -548,17 +548,21 @@ class ControlPlane:
 
     def set_move_cost(self, instance: str, seconds: float | None) -> None:
         """Declare what moving ``instance`` to another component costs (its warm-up there), wall seconds."""
-        with self._lock:
-            ctl = self.instances.get(instance)
-            if ctl is not None:
-                ctl.move_cost_s = seconds
+        self._set(instance, move_cost_s=seconds)
+
+    def set_moved_from(self, instance: str, source: str) -> None:
+        """Note that a move of ``source`` made ``instance`` (the same engine, in another component)."""
+        self._set(instance, moved_from=source)
 
     def mark_moving(self, instance: str, component: str | None) -> None:
         """Mark ``instance`` as moving to ``component`` (make before break; ``None``: not moving)."""
+        self._set(instance, moving_to=component)
+
+    def _set(self, instance: str, **attrs: Any) -> None:
         with self._lock:
             ctl = self.instances.get(instance)
-            if ctl is not None:
-                ctl.moving_to = component
+            for key, value in attrs.items() if ctl is not None else ():
+                setattr(ctl, key, value)
 
     def wake(self) -> None:
         """Try to admit on every component (after a warm-up ends, for example)."""

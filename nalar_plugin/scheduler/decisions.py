@@ -46,6 +46,8 @@ class InstanceStats:
     # The component this instance is moving to (make before break): it serves its own
     # component until its new instance there is warm, then leaves it.
     moving_to: str | None = None
+    # The instance whose move to this component made this one (the same engine), if a move did.
+    moved_from: str | None = None
 
     @property
     def load(self) -> int:

@@ -127,6 +127,8 @@ class GlobalController:
             new = self.plugins.hook.nalar_provision(component=d.component, where=d.where) if self.plugins else None
             if new is None:
                 logger.warning("no provisioner added an instance of %s", d.component)
+            elif isinstance(new, str) and isinstance(d.where, str) and new != d.where:
+                p.set_moved_from(new, d.where)  # a move: policies follow the engine to its new instance
         elif isinstance(d, Kill):
             done = self.plugins.hook.nalar_kill(instance=d.instance) if self.plugins else None
             if not done:

@@ -135,6 +135,7 @@ class LocalController:
         self.ready_at = 0.0  # monotonic time before which nothing is admitted (warm-up)
         self.move_cost_s: float | None = None  # what moving it elsewhere costs, if its provisioner said
         self.moving_to: str | None = None  # make before break: the component it is moving to
+        self.moved_from: str | None = None  # the instance whose move made this one
         self.on_drained: Callable[[], None] | None = None  # called once it is removed and its calls finished
         self._latencies: list[float] = []
         self._lat_i = 0
@@ -164,6 +165,7 @@ class LocalController:
             in_flight=self.in_flight, capacity=self.capacity, completed=self.completed, busy_s=self.busy_s,
             latency_p50=pct(0.5), latency_p95=pct(0.95), latency_p99=pct(0.99),
             warming=time.monotonic() < self.ready_at, move_cost_s=self.move_cost_s, moving_to=self.moving_to,
+            moved_from=self.moved_from,
         )
 
 

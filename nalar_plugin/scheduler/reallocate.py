@@ -313,6 +313,7 @@ class ReallocatePolicy(Policy):
     def _send_home(self, snapshot: Snapshot, pools: dict[str, Any], staying: dict[str, dict[str, Any]],
                    slots: dict[str, int]) -> list[Decision]:
         """Send home a lent instance its home needs more than the component it went to."""
+        self._follow(snapshot)
         if snapshot.tick - self._last < self.cooldown_ticks:
             return []
         for iid, home in list(self._home.items()):
@@ -335,6 +336,14 @@ class ReallocatePolicy(Policy):
             self.returned += 1
             return self._move(snapshot, at, home, inst)
         return []
+
+    def _follow(self, snapshot: Snapshot) -> None:
+        """Carry each loan over to the instance a move made of it (a move makes a new instance)."""
+        for comp in snapshot.components.values():
+            for iid, inst in comp.instances.items():
+                home = self._home.get(inst.moved_from) if inst.moved_from is not None else None
+                if home is not None and iid not in self._home:
+                    self._home[iid] = home
 
     def _move(self, snapshot: Snapshot, giver: str, taker: str, donor: Any) -> list[Decision]:
         home = self._home.get(donor.instance)

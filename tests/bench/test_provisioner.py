@@ -42,6 +42,10 @@ def test_provision_moves_an_engine_and_its_calls_run_there_after_the_warmup() ->
         rt.controller.apply(Provision("coder", where=donor))
         assert len(rt.plane.components["chat"]) == 1 and len(rt.plane.components["coder"]) == 2
         assert prov.moves == [("chat-1", "chat", "coder")] and dep.farm.pools()["coder"] == ["coder-0", "chat-1"]
+        # The new instance names the one it was moved from, so a policy can follow the engine.
+        moved = rt.plane.snapshot().components["coder"].instances[rt.plane.components["coder"][1]]
+        assert moved.moved_from == donor
+        assert rt.plane.snapshot().components["coder"].instances[rt.plane.components["coder"][0]].moved_from is None
         # The app still holds only the coder model it started with; nalar spreads its calls
         # over both coder instances, the moved engine included.
         model = dep.router.pick("coder")

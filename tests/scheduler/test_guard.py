@@ -51,7 +51,7 @@ class World:
     """
 
     def __init__(self, policy: ReallocatePolicy, history: dict[str, tuple[float, float]] | None = None, *,
-                 follow: bool = False, relocate: bool = False) -> None:
+                 follow: bool = False, relocate: bool = False, rename: bool = False) -> None:
         self.policy = policy
         self.follow = follow
         self.relocate = relocate  # a moved instance joins its new component at once (break before make)
@@ -61,6 +61,8 @@ class World:
         self.done: dict[str, float] = {}  # instance -> calls it completed
         self.moving: dict[str, str] = {}
         self.placed: dict[str, str] = {}  # instance -> the component it is in, when not its first
+        self.rename = rename  # a move makes a new instance (a new name), as a provisioner's does
+        self.names: dict[str, tuple[str, str]] = {}  # first name -> (name now, the name it was moved from)
 
     def step(self, pools: dict[str, Pool]) -> list[Provision]:
         self.tick += 1
@@ -74,13 +76,14 @@ class World:
             self.sessions[name] = self.sessions.get(name, 0.0) + (p.rate if p.sessions is None else p.sessions) * TICK
             insts = {}
             for home, i in members[name]:
-                iid = f"{home}/{i}"
+                iid, source = self.names.get(f"{home}/{i}", (f"{home}/{i}", None))
                 self.done[iid] = self.done.get(iid, 0.0) + p.done * TICK / len(members[name])
                 per = int(self.done[iid])
                 insts[iid] = InstanceStats(iid, name, queue_len=p.queued, in_flight=p.in_flight, capacity=2,
                                            completed=per, busy_s=float(per), latency_p50=0.0, latency_p95=0.0,
                                            latency_p99=0.0, move_cost_s=p.cost,
-                                           moving_to=self.moving.get(iid, p.moving.get(i) if home == name else None))
+                                           moving_to=self.moving.get(iid, p.moving.get(i) if home == name else None),
+                                           moved_from=source)
             comps[name] = ComponentStats(name, insts, arrived=int(self.arrived[name]),
                                          sessions_arrived=int(self.sessions[name]))
         snap = Snapshot(time=self.tick * TICK, tick=self.tick, components=comps, sessions={}, futures=0)
@@ -88,7 +91,11 @@ class World:
         if self.follow:
             self.moving.update({d.where: d.component for d in out})
         if self.relocate:
-            self.placed.update({d.where: d.component for d in out})
+            for d in out:
+                first = next((k for k, (now, _) in self.names.items() if now == d.where), d.where)
+                self.placed[first] = d.component
+                if self.rename:
+                    self.names[first] = (f"{d.component}/moved{self.tick}", d.where)
         return out
 
     def run(self, ticks: int, pools: dict[str, Pool]) -> list[tuple[int, Provision]]:
@@ -225,6 +232,15 @@ def test_a_lent_instance_goes_home_when_its_home_queues_and_it_is_no_longer_need
     lent.run(26, SATURATED)
     # Without loans nothing goes back: code, half its slots busy, has none to spare by the share rule.
     assert lent.run(30, TURNED) == [] and lent.policy.returned == 0
+
+
+def test_a_loan_follows_its_engine_to_the_new_instance_a_move_makes() -> None:
+    world = World(guard(backoff=2.0, hold_ticks=5), relocate=True, rename=True)
+    assert world.run(6, SATURATED) == [(6, Provision("code", where="chat/0"))]
+    world.run(20, SATURATED)  # chat/0 is now code/moved6, moved from chat/0
+    assert world.run(10, TURNED) == [(31, Provision("chat", where="code/moved6"))]
+    world.run(10, TURNED)  # home again, as chat/moved31
+    assert world.policy.returned == 1 and not world.policy._home
 
 
 def test_a_lent_instance_stays_while_it_carries_more_where_it_went_than_its_home_would() -> None:
