@@ -59,7 +59,8 @@ constructor argument of :class:`~nalar_plugin.scheduler.reallocate.ReallocatePol
         The ``autoscale`` policy waits as long between two changes to a component
         unless its ``cooldown_s`` says otherwise.
     move-gain: A move is made only when the queued work it would serve sooner is at least
-        this many times the slot-seconds its warm-up costs (default 1.0).
+        this many times the slot-seconds its warm-up costs (default 2.0: a move is a loan,
+        and pays for its way back too).
     move-horizon: How long the arriving mix is taken to last when that gain is estimated,
         in move costs, from when the taking component's queueing was confirmed (default 3).
     move-hold-ticks: Ticks a move's conditions must hold in a row before it is made (default 20).
@@ -112,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
     "close-timeout": "30s",
     "rate-output-tokens": 256,
     "move-cost": "30s",
-    "move-gain": 1.0,
+    "move-gain": 2.0,
     "move-horizon": 3.0,
     "move-hold-ticks": 20,
     "move-backoff": 2.0,

@@ -43,7 +43,8 @@ class ReallocatePolicy(Policy):
       ``move_cost_s``), the queued work the moved slots would serve in the taker
       between the end of the warm-up and the end of the mix (its queue now plus its
       arriving work beyond its slots) is at least ``gain`` times the ``slots x c``
-      slot-seconds the warm-up costs. With ``mix_age`` (the default) the arriving mix
+      slot-seconds the warm-up costs (``gain`` 2 by default: the engine will warm up
+      once more on its way home, when its home's mix returns). With ``mix_age`` (the default) the arriving mix
       is taken to last ``move_horizon x c`` from when the taker's queueing was
       confirmed (``hold_ticks`` after it began, or after its last move in): a shift
       late in its life brings no more work past that, so a move then pays only for the
@@ -77,7 +78,7 @@ class ReallocatePolicy(Policy):
         guard: Apply the guard above (``False``: the share rule alone).
         mix: Read the arriving work from the sessions that arrive (else from the calls).
         move_cost_s: A move's cost in wall seconds when the provisioner does not say.
-        gain: Gain-to-cost factor a move needs (``nalar.move-gain``, 1).
+        gain: Gain-to-cost factor a move needs (``nalar.move-gain``, 2: the way out and back).
         move_horizon: How long the arriving mix is taken to last, in move costs
             (``nalar.move-horizon``, 3).
         hold_ticks: Ticks a move must be called for in a row (``nalar.move-hold-ticks``, 20).
