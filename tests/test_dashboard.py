@@ -20,7 +20,7 @@ import nalar_plugin as nl
 from nalar_plugin.cli import main
 from nalar_plugin.monitor import dashboard_base, page_url
 from nalar_plugin.monitor.top import data_url, render_text
-from tests._operators import Engine, Traffic, get, operators_runtime, scrape, summarise, total, view, wait_until
+from tests._operators import Traffic, get, operators_runtime, scrape, summarise, total, view, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in (os.environ.get("NALAR_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),

@@ -165,7 +165,7 @@ def test_join_existing_cluster_by_address(dask_cluster: str) -> None:
             assert counter.incr().result() == 2
         assert len(rt.graph("remote")) >= 5
     # A second driver joins the same cluster after the first left.
-    with nl.Runtime(address=dask_cluster) as rt2:
+    with nl.Runtime(address=dask_cluster):
         assert w.add(2, 2).result() == 4
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from nalar_plugin.bench.runner import RunResult, RunSettings

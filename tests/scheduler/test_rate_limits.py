@@ -27,7 +27,7 @@ from nalar_plugin.errors import ConfigError
 from nalar_plugin.scheduler.limits import LimitBook, RateLimit
 from nalar_plugin.testing import EngineConfig, SimulatedChatModel, SimulatedEngine
 
-from ._rate_driver import COMPONENT, Admissions, Clock
+from ._rate_driver import Admissions
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_ESTIMATE = 50  # nalar.rate-output-tokens of the Runtime below
