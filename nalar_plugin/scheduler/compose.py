@@ -52,7 +52,7 @@ def _member(plugins: Any, spec: str) -> Any:
     """One installed policy from ``name`` or ``name:key=value,key=value`` (constructor arguments).
 
     ``;`` separates arguments too, so a spec fits in a comma-separated list
-    (``nalar bench --systems "langgraph,nalar@nalar:lend=0;mix_now=0"``).
+    (``nalar bench --systems "langgraph,nalar@nalar:lend=0;gain=1"``).
 
     Raises:
         ConfigError: A malformed argument.

@@ -118,7 +118,7 @@ class ReallocatePolicy(Policy):
         self._work: dict[str, float] = {}  # service seconds arriving per tick, averaged (the larger below)
         self._served: dict[str, float] = {}  # averaged service delivered plus load growth per tick
         self._arriving: dict[str, float] = {}  # averaged service the arriving sessions (or calls) bring per tick
-        self._runs: dict[str, int] = {}  # ticks in a row a component queued (> 0) or did not (< 0)
+        self._queueing: dict[str, int] = {}  # ticks in a row each component has queued
         self._home: dict[str, str] = {}  # moved instance -> the component it started in
         self.returned = 0  # instances sent home (for reports and tests)
         self._svc: dict[str, float] = {}  # averaged service seconds per call
@@ -192,8 +192,7 @@ class ReallocatePolicy(Policy):
         self._observe(snapshot, pools)
         self._forget_given_up(snapshot)
         for name, comp in pools.items():
-            run = self._runs.get(name, 0)
-            self._runs[name] = (max(run, 0) + 1) if comp.queued > 0 else (min(run, 0) - 1)
+            self._queueing[name] = self._queueing.get(name, 0) + 1 if comp.queued > 0 else 0
         if len(pools) < 2 or any(n not in self._work for n in pools):
             return []
         # Instances leaving a component (make before break) count where they go.
@@ -329,7 +328,7 @@ class ReallocatePolicy(Policy):
                 continue
             if home not in pools or inst.warming or len(staying[at]) < 2:
                 continue
-            if self._runs.get(home, 0) < self.hold_ticks:
+            if self._queueing.get(home, 0) < self.hold_ticks:
                 continue
             left = slots[at] - (inst.capacity or 0)
             if left <= 0 or pools[at].load / left >= pools[home].load / max(1, slots[home]):
@@ -340,6 +339,8 @@ class ReallocatePolicy(Policy):
 
     def _follow(self, snapshot: Snapshot) -> None:
         """Carry each loan over to the instance a move made of it (a move makes a new instance)."""
+        if not self._home:
+            return
         for comp in snapshot.components.values():
             for iid, inst in comp.instances.items():
                 home = self._home.get(inst.moved_from) if inst.moved_from is not None else None
