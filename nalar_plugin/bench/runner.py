@@ -38,6 +38,7 @@ from ..hookspecs import hookimpl
 from ..runtime import Runtime
 from ..scheduler.decisions import Migrate, Provision, SetPriority
 from ..testing import EngineConfig, FarmProvisioner
+from .bound import capacity_bound
 from .deploy import Deployment, ModelProvisioner
 from .env import Env, RequestRecord
 from .policies import BenchPolicies, make_policy
@@ -302,6 +303,8 @@ def run(settings: RunSettings) -> RunResult:
         shrunk = list(getattr(prov, "kills", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
+    # The mean no scheduler beats on this farm (the critical paths with the slots counted).
+    summary["capacity_bound_s"] = capacity_bound(trace, s.engines, s.max_batch)["mean_s"]
     summary["admit"] = _admit(s) if rt_used else None
     summary["shed"] = {"call_slo_s": s.shed, **({k: admission[k] for k in ("rejected", "deferred")}
                                                  if admission else {"rejected": 0, "deferred": 0})}

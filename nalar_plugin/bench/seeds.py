@@ -13,6 +13,10 @@ them (mean, min, max):
   baseline, below 0 that it did worse. Where the baseline is within
   :data:`NOTHING_TO_REMOVE` of the floor there is nothing to remove, and the share
   is ``None``;
+- the most of the mean's excess any system could remove on that farm:
+  ``(baseline - bound) / (baseline - floor)``, where the bound is
+  :func:`~nalar_plugin.bench.bound.capacity_bound`, the floor with the farm's
+  slots counted (``None`` for a row that does not name its trace and farm);
 - the never-worse check: the largest ratio over the seeds against
   :data:`NEVER_WORSE` (1.02).
 """
@@ -24,10 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from .bound import capacity_bound_of
 from .compare import BASELINE
 from .plots import pyplot
 
-__all__ = ["NEVER_WORSE", "NOTHING_TO_REMOVE", "format_markdown", "merge_seeds", "plot_seeds", "share_removed"]
+__all__ = ["NEVER_WORSE", "NOTHING_TO_REMOVE", "format_markdown", "merge_seeds", "plot_seeds", "removable",
+           "share_removed"]
 
 NEVER_WORSE = 1.02
 # A baseline whose excess over the floor is under this share of the floor leaves nothing to remove.
@@ -58,6 +64,16 @@ def _floors(base: Mapping[str, Any], mine: Mapping[str, Any]) -> tuple[str, dict
         return "barrier path", {"mean": statistics.fmean(paths),
                                 "p99": paths[min(len(paths) - 1, int(0.99 * len(paths)))]}
     return "critical path", {"mean": base.get("lower_bound_s"), "p99": (base.get("critical_path_s") or {}).get("p99")}
+
+
+def removable(base: Mapping[str, Any], mine: Mapping[str, Any]) -> float | None:
+    """The most of the baseline's mean excess over the floor that the farm's capacity lets any system remove."""
+    kind, floors = _floors(base, mine)
+    try:
+        bound = capacity_bound_of(base, barrier=kind == "barrier path")
+    except ConfigError:
+        return None
+    return share_removed(bound, base["latency_s"]["mean"], floors["mean"])
 
 
 def _spread(values: Sequence[float | None]) -> dict[str, Any]:
@@ -105,6 +121,8 @@ def merge_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     shares.append(share_removed(m, b, _floors(base, mine)[1][stat]))
                 row[f"{stat}_ratio"] = _spread(ratios)
                 row[f"{stat}_share_removed"] = _spread(shares)
+            row["mean_removable"] = _spread([removable(r["runs"][BASELINE][i], r["runs"][system][i])
+                                             for r in results])
             worst = max((v for s in _STATS for v in row[f"{s}_ratio"]["seeds"] if v is not None), default=None)
             row["floor"] = _floors(results[0]["runs"][BASELINE][i], results[0]["runs"][system][i])[0]
             row["worst_ratio"] = worst
@@ -143,14 +161,15 @@ def format_markdown(merged: Mapping[str, Any]) -> str:
         lines.append(f"`{system}` against `{merged['baseline']}`, seeds {seeds}: mean over the seeds (min–max); "
                      f"floor: the {floor}")
         lines.append("")
-        lines.append("| rps | mean ratio | P99 ratio | mean: excess removed | P99: excess removed | worst ratio | "
-                     f"≤ {merged['never_worse_bound']}x |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        lines.append("| rps | mean ratio | P99 ratio | mean: excess removed | P99: excess removed | "
+                     f"mean: most removable | worst ratio | ≤ {merged['never_worse_bound']}x |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in rows:
             lines.append(
                 f"| {row['rps']:g} | {_fmt(row['mean_ratio'])} | {_fmt(row['p99_ratio'])} | "
                 f"{_fmt(row['mean_share_removed'], True)} | {_fmt(row['p99_share_removed'], True)} | "
-                f"{row['worst_ratio']:.2f} | {'yes' if row['never_worse'] else '**no**'} |"
+                f"{_fmt(row['mean_removable'], True)} | {row['worst_ratio']:.2f} | "
+                f"{'yes' if row['never_worse'] else '**no**'} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -164,6 +183,7 @@ def plot_seeds(merged: Mapping[str, Any], path: str) -> None:
     """
     plt = pyplot()
     fig, (ax_ratio, ax_share) = plt.subplots(1, 2, figsize=(11, 4.2))
+    drawn: set[tuple[tuple[float, float], ...]] = set()
     for system, rows in merged["systems"].items():
         for stat, style in (("mean", "o-"), ("p99", "s--")):
             for ax, key in ((ax_ratio, f"{stat}_ratio"), (ax_share, f"{stat}_share_removed")):
@@ -174,6 +194,11 @@ def plot_seeds(merged: Mapping[str, Any], path: str) -> None:
                 ys = [s["mean"] for _, s in pts]
                 err = [[s["mean"] - s["min"] for _, s in pts], [s["max"] - s["mean"] for _, s in pts]]
                 ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=f"{system} {stat}")
+        most = tuple((r["rps"], r["mean_removable"]["mean"]) for r in rows if r["mean_removable"]["mean"] is not None)
+        if most and most not in drawn:  # systems with the same floor share one curve
+            drawn.add(most)
+            ax_share.plot([x for x, _ in most], [y for _, y in most], ":", color="gray", lw=1.5,
+                          label=f"most removable, {rows[0]['floor']} + capacity")
     ax_ratio.axhline(1.0, color="black", lw=0.8)
     ax_ratio.axhline(merged["never_worse_bound"], color="tab:red", lw=0.8, ls=":", label="never-worse bound")
     ax_ratio.set_ylabel(f"latency / {merged['baseline']}'s")
