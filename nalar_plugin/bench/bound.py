@@ -185,11 +185,12 @@ def capacity_bound_of(row: Mapping[str, Any], *, barrier: bool = False) -> float
     """:func:`capacity_bound`'s ``mean_s`` for one row of ``nalar bench compare`` (its trace made again).
 
     Traces are keyed by seed, so the row's workload, seed, rate and duration give
-    back the trace every system ran; the farm is the row's engines and slots.
+    back the trace every system ran; the farm is the row's engines (at the most that were
+    alive at once, for a farm that grew) and slots.
 
     Args:
         row: One run of a comparison (``workload``, ``seed``, ``rps_offered``,
-            ``duration_s``, ``engines``, ``max_batch``).
+            ``duration_s``, ``engines``, ``max_batch``; ``engines_max`` if it has one).
         barrier: Take the trace's barrier paths as the least latency (a LangGraph
             app on ``swe``) instead of its critical paths.
 
@@ -201,6 +202,7 @@ def capacity_bound_of(row: Mapping[str, Any], *, barrier: bool = False) -> float
     try:
         engines = row["engines"]
         count = sum(engines.values()) if isinstance(engines, Mapping) else int(engines)
+        count = max(count, int(row.get("engines_max") or 0))  # a farm that grew counts at its largest
         key = (row["workload"], int(row["seed"]), float(row["rps_offered"]), float(row["duration_s"]),
                count, int(row["max_batch"]))
     except (KeyError, TypeError, ValueError) as exc:

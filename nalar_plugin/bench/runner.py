@@ -303,8 +303,6 @@ def run(settings: RunSettings) -> RunResult:
         shrunk = list(getattr(prov, "kills", []))
     cpu = time.process_time() - cpu0
     summary = summarize(s, trace, env.records, t0, dep, pools, control)
-    # The mean no scheduler beats on this farm (the critical paths with the slots counted).
-    summary["capacity_bound_s"] = capacity_bound(trace, s.engines, s.max_batch)["mean_s"]
     summary["admit"] = _admit(s) if rt_used else None
     summary["shed"] = {"call_slo_s": s.shed, **({k: admission[k] for k in ("rejected", "deferred")}
                                                  if admission else {"rejected": 0, "deferred": 0})}
@@ -316,6 +314,8 @@ def run(settings: RunSettings) -> RunResult:
     end = max((r.end for r in env.records), default=t0)
     summary["engine_s"] = round(dep.farm.engine_seconds(t0, end) / s.time_scale, 1)
     summary["engines_max"] = dep.farm.engines_alive_max(t0, end)
+    # The mean no scheduler beats on this farm at its largest (the critical paths with the slots counted).
+    summary["capacity_bound_s"] = capacity_bound(trace, max(s.engines, summary["engines_max"]), s.max_batch)["mean_s"]
     # When engines were added (+) or removed (-), model seconds since time 0, for the report.
     summary["scaling"] = sorted([round((t - t0) / s.time_scale, 1), engine, agent, sign]
                                 for sign, events in (("+", grown), ("-", shrunk)) for t, engine, agent in events)
