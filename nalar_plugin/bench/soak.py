@@ -129,6 +129,10 @@ def bench_soak(sessions: int = 10_000, *, concurrency: int = 50, sample_every: i
             deadline = time.monotonic() + 60
             while rt.calls.in_flight() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # The figure below is read after one whole sweep that began once every session ended.
+            swept = rt.state.sweeps
+            while gc_interval_s and rt.state.sweeps < swept + 2 and time.monotonic() < deadline:
+                time.sleep(gc_interval_s / 4)
             final = _sample(rt, sessions, proc, state_dir)
             final["elapsed_s"] = samples[-1].get("elapsed_s")
             final["drained"] = True

@@ -127,6 +127,7 @@ class StateService:
         self._with_records = self._sessions_with_records()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self.sweeps = 0  # background sweeps finished so far
         self.closed = False
         if gc_interval and (self.journal.retention.max_age or self.journal.retention.max_sessions):
             self._sweeper = threading.Thread(target=self._sweep, args=(gc_interval,), name="nalar-journal-gc",
@@ -241,6 +242,7 @@ class StateService:
         while not self._stop.wait(interval):
             try:
                 report = self.gc()
+                self.sweeps += 1
                 if report.keys:
                     logger.debug("journal sweep removed %d keys (%d sessions)", report.keys, report.sessions)
             except StateError as exc:
