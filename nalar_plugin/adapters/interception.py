@@ -251,7 +251,13 @@ def _dispatcher(spec: _ToolCall, is_async: bool) -> Any:
 
 
 def _served(tool: BaseTool, switch: Switch, tool_call_id: str | None) -> BaseTool:
-    """A shallow copy of ``tool`` whose body runs as a nalar call (on the original tool)."""
+    """A shallow copy of ``tool`` whose body runs as a nalar call (on the original tool).
+
+    What LangChain caches on a tool from its body's signature (the injected
+    arguments' names) is computed on the original, so the copy passes injected
+    arguments exactly as the tool does without nalar, and only once per tool.
+    """
+    getattr(tool, "_injected_args_keys", None)  # a cached_property: cached on the original, copied below
     served = copy.copy(tool)
     # Instance attributes shadow the class's methods on this copy only.
     object.__setattr__(served, "_run", _dispatcher(_ToolCall(switch, tool, "_run", tool_call_id), False))

@@ -25,13 +25,14 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langchain_core.tools import InjectedToolCallId, StructuredTool, ToolException, tool
+from langchain_core.tools import BaseTool, InjectedToolArg, InjectedToolCallId, StructuredTool, ToolException, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import InjectedState, InjectedStore, ToolNode, ToolRuntime, tools_condition
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, interrupt
+from pydantic import BaseModel
 
 # -- scripted chat models ----------------------------------------------------------------
 
@@ -362,6 +363,28 @@ def runtime_echo(text: str, runtime: ToolRuntime) -> str:
     """Echo with the tool call id and the message count; write to the custom stream."""
     runtime.stream_writer({"echo": text, "call": runtime.tool_call_id})
     return f"{text} ({runtime.tool_call_id}, {len(runtime.state['messages'])} messages)"
+
+
+class _KeyOnly(BaseModel):
+    key: str
+
+
+class Lookup(BaseTool):
+    """A tool class whose schema names only ``key``; ``secret`` is an injected argument of its body.
+
+    Its annotations are strings (this module postpones them), which LangChain resolves
+    against the body's own module to find the injected argument.
+    """
+
+    name: str = "lookup"
+    description: str = "Look a key up."
+    args_schema: type[BaseModel] = _KeyOnly
+
+    def _run(self, key: str, secret: Annotated[str, InjectedToolArg] = "none") -> str:
+        return f"{key}: {secret}"
+
+    async def _arun(self, key: str, secret: Annotated[str, InjectedToolArg] = "none") -> str:
+        return f"{key}: {secret} (async)"
 
 
 @tool

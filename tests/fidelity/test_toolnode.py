@@ -10,6 +10,7 @@ from langgraph.prebuilt import ToolNode
 
 from ._harness import Fidelity, Run
 from ._kit import (
+    Lookup,
     TurnChat,
     aadd,
     add,
@@ -228,6 +229,18 @@ def test_injected_state_and_tool_call_id(fid: Fidelity) -> None:
         run.observe("output", app.invoke(ask("inspect the state please"), run.config()))
 
     fid.check(scenario, concurrent=True)
+
+
+def test_injected_argument_of_a_tool_class(fid: Fidelity) -> None:
+    """A BaseTool subclass whose schema omits an InjectedToolArg of its body: the argument still arrives."""
+
+    def scenario(run: Run) -> None:
+        tool = Lookup()  # new each run: nothing cached on it beforehand
+        run.observe("sync", tool.invoke({"key": "a", "secret": "s1"}, run.config()))
+        run.observe("async", asyncio.run(Lookup().ainvoke({"key": "b", "secret": "s2"}, run.config())))
+        run.observe("again", tool.invoke({"key": "c", "secret": "s3"}, run.config()))
+
+    fid.check(scenario)
 
 
 class TopicState(MessagesState):
