@@ -137,7 +137,7 @@ def _rates(text: str) -> list[float]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"duration_s": args.duration, "seed": args.seed, "time_scale": args.time_scale, "engines": args.engines,
             "max_batch": args.max_batch, "warmup_s": args.warmup, "app": args.app, "policy": args.policy,
-            "slo_s": args.slo, "shed": args.shed, "max_engines": args.max_engines,
+            "slo_s": args.slo, "shed": args.shed, "max_engines": args.max_engines, "admit": args.admit,
             "progress": not args.no_progress}
 
 
@@ -212,6 +212,8 @@ def _workload_options(w: argparse.ArgumentParser) -> None:
     w.add_argument("--slo", type=_positive, help="per-request SLO of the goodput, model seconds (2x the lower bound)")
     w.add_argument("--shed", type=_positive,
                    help="nalar: shed model calls expected to take longer than this many model seconds at admission")
+    w.add_argument("--admit", type=int, help="nalar: calls admitted per engine at once (default: max batch + 1; "
+                   "0: every call, so the engines queue as with the baseline)")
     w.add_argument("--max-engines", type=int,
                    help="nalar: the farm grows to at most this many engines when the policy adds some (autoscale)")
     w.add_argument("--json", metavar="FILE", help="write the result here")

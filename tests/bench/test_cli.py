@@ -59,3 +59,17 @@ def test_sustained_rate_is_the_highest_rate_under_the_bound_with_nothing_lost() 
 def test_knee_is_where_p99_doubles_from_the_lowest_rate() -> None:
     assert knee([_run(1, 10, 20), _run(2, 12, 35), _run(3, 30, 41)]) == 3
     assert knee([_run(1, 10, 20), _run(2, 12, 35)]) is None
+
+
+def test_admit_sets_the_calls_each_engine_takes(tmp_path: Path) -> None:
+    """``--admit`` equal to the batch: the local controllers hold every call an engine could not start."""
+    out_json = tmp_path / "router.json"
+    tiny = TINY["router"]
+    proc = _nalar("bench", "router", "--system", "nalar", "--rps", "2", "--duration", str(tiny["duration_s"]),
+                  "--time-scale", str(tiny["time_scale"]), "--seed", "2", "--max-batch", "2", "--admit", "2",
+                  "--json", str(out_json), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out_json.read_text())
+    assert row["admit"] == 2 and row["completed"] == row["requests"] > 0
+    assert row["breakdown"]["engine_queue_s_mean"] == 0.0
+    assert sum(c["queue_s_mean"] * c["calls"] for c in row["breakdown"]["components"].values()) > 0
