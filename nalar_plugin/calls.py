@@ -263,10 +263,10 @@ class CallPath:
             self._replay(call, record)
             return
         assert call.key is not None
-        holder = self.state.journal.claims.take(call.key, call.arg_hash, call)
+        holder = self.state.journal.claims.take(call.key, call.arg_hash, call, lambda: self._check(call))
         if holder is not None:
-            # Another live execution of this very call runs now: take its outcome.
-            holder.future.add_done_callback(lambda _: self._check(call))
+            # Another live execution of this very call runs now: once it commits or
+            # gives up, check again (its record, or the claim for this call).
             return
         if self.closed:
             self._release_claim(call)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,8 @@ from nalar_plugin.state._ops import (
     managed_key,
 )
 from nalar_plugin.state.store import Store
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["UNGUARDED", "Claims", "GcReport", "Journal", "JournalRecord", "Retention", "arg_hash"]
 
@@ -131,12 +134,22 @@ class Claims:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str], Any] = {}
+        self._waiting: dict[tuple[str, str], list[Callable[[], None]]] = {}
 
-    def take(self, key: str, arg_hash: str, holder: Any) -> Any:
-        """Claim the call for ``holder``; return ``None``, or the other live holder that has it."""
+    def take(self, key: str, arg_hash: str, holder: Any, on_release: Callable[[], None] | None = None) -> Any:
+        """Claim the call for ``holder``; return ``None``, or the other live holder that has it.
+
+        When another holder has it, ``on_release`` (if given) is called once that holder
+        releases its claim: after its commit is written, or once it gave up. A holder's
+        future can be done before that (a result handed over before its commit is
+        written, or a body cancelled while it still runs), so a duplicate waits for the
+        release, not for the future.
+        """
         with self._lock:
             current = self._held.get((key, arg_hash))
             if current is not None and current is not holder:
+                if on_release is not None:
+                    self._waiting.setdefault((key, arg_hash), []).append(on_release)
                 return current
             self._held[(key, arg_hash)] = holder
             return None
@@ -144,8 +157,20 @@ class Claims:
     def release(self, key: str, arg_hash: str, holder: Any) -> None:
         """Drop ``holder``'s claim (it committed or gave up); another holder's stays."""
         with self._lock:
-            if self._held.get((key, arg_hash)) is holder:
-                del self._held[(key, arg_hash)]
+            if self._held.get((key, arg_hash)) is not holder:
+                return
+            del self._held[(key, arg_hash)]
+            waiting = self._waiting.pop((key, arg_hash), ())
+        for fn in waiting:
+            try:
+                fn()
+            except Exception:  # one waiter's failure must not keep the others waiting
+                logger.exception("a call waiting for the claim of %s failed", key)
+
+    def waiting(self) -> int:
+        """Calls waiting for another execution's claim."""
+        with self._lock:
+            return sum(len(w) for w in self._waiting.values())
 
     def __len__(self) -> int:
         with self._lock:

@@ -86,3 +86,12 @@ def slow_pid(path: str, seconds: float) -> int:
         fh.write(f"{os.getpid()} {nl.current_call().attempt}\n")  # type: ignore[union-attr]
     time.sleep(seconds)
     return os.getpid()
+
+
+@nl.tool
+async def alog(path: str, seconds: float) -> str:
+    """Log that the body started in ``path``, then await (a window to cancel it in)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("started\n")
+    await asyncio.sleep(seconds)
+    return "done"

@@ -84,6 +84,21 @@ def test_claims_let_one_live_execution_run(store: Store) -> None:
     assert not list(store.keys("journal-claim:"))  # claims never touch the disk
 
 
+def test_a_waiting_duplicate_is_called_back_when_the_claim_is_released(store: Store) -> None:
+    journal = Journal(store)
+    a, b, c = object(), object(), object()
+    called: list[str] = []
+    assert journal.claims.take("k", "h", a) is None
+    assert journal.claims.take("k", "h", b, lambda: called.append("b")) is a
+    assert journal.claims.take("k", "h", c, lambda: called.append("c")) is a
+    assert journal.claims.waiting() == 2
+    journal.claims.release("k", "h", b)  # not the holder: nobody is called
+    assert called == [] and journal.claims.waiting() == 2
+    journal.claims.release("k", "h", a)
+    assert called == ["b", "c"] and journal.claims.waiting() == 0
+    assert journal.claims.take("k", "h", b) is None  # free again
+
+
 def test_async_commits_share_transactions_and_report_each_outcome(store: Store) -> None:
     journal = Journal(store)
     done: list[Any] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,24 @@ def test_a_duplicate_waits_for_the_running_call_without_taking_its_slot(tmp_path
         first, second = parent(2), parent(2)
         assert first.result(timeout=60) == second.result(timeout=60) == ["nested-0", "nested-1"]
         assert managed_list("notes").copy() == ["nested-0", "nested-1"]  # the body ran once
+
+
+def test_a_duplicate_of_a_call_cancelled_while_it_runs_runs_once_the_body_has_ended(rt: nl.Runtime,
+                                                                                    tmp_path: Path) -> None:
+    # The cancelled call's future is done at once, but its claim is held until its body
+    # really ends: the duplicate waits for that, and then runs itself (nothing committed).
+    # The key is the session's own, so the journal answers from memory, at once.
+    log = tmp_path / "started"
+    with rt.session("dup-cancel"):
+        call = st.alog.options(idempotency_key="dup-cancel/alog")
+        first = call(str(log), 2.0)
+        deadline = time.monotonic() + 60
+        while len(_lines(log)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _lines(log) == ["started"]
+        second = call(str(log), 2.0)  # the same call: same key, same arguments
+        assert first.cancel()
+        assert second.result(timeout=60) == "done"
+        assert first.cancelled()
+        assert _lines(log) == ["started", "started"]  # the duplicate ran its own body
+        assert len(rt.journal.claims) == 0 and rt.journal.claims.waiting() == 0
