@@ -198,7 +198,11 @@ class AdapterCall:
         if self.session is None:
             return None
         if tool_call_id:
-            return f"{self.session}/{tool_call_id}"
+            # The task that runs the call too: a model may repeat a whole tool call
+            # (id and arguments) in a later turn, which is a new call, while a task
+            # LangGraph runs again after a resume keeps its id (and so its key).
+            task = self.info.task_ns
+            return f"{self.session}/{task}/{tool_call_id}" if task else f"{self.session}/{tool_call_id}"
         scope = f"{self.session}/{self.info.task_ns}/{self.component}"
         # Counted per parent run: a task that LangGraph runs again after a resume
         # is a new parent run, and its calls derive the same keys again.

@@ -64,7 +64,9 @@ def test_calls_appear_in_the_session_graph_with_their_dependencies(rt: Runtime, 
     assert add_call["dependencies"] == [first["call_id"]] and mul_call["dependencies"] == [first["call_id"]]
     assert set(second["dependencies"]) == {add_call["call_id"], mul_call["call_id"]}
     assert first["dependencies"] == []
-    assert add_call["idempotency_key"] == f"{thread_id}/call_0_0"
+    # Keyed by the session, the LangGraph task that ran it, and the tool call's id.
+    session, task, tool_call = add_call["idempotency_key"].split("/")
+    assert (session, tool_call) == (thread_id, "call_0_0") and task.startswith("tools:")
     assert {e["kind"] for e in rt.graph(thread_id).edges} == {"data"}
 
 

@@ -21,6 +21,7 @@ from ._kit import (
     fragile,
     last_words,
     listing,
+    log_call,
     multiply,
     react,
     set_topic,
@@ -276,6 +277,18 @@ def test_tool_call_ids_reused_across_turns(fid: Fidelity) -> None:
 
     def scenario(run: Run) -> None:
         run.observe("output", _app(script).invoke(ask("add twice"), run.config()))
+
+    fid.check(scenario)
+
+
+def test_the_same_tool_call_in_two_turns_runs_twice(fid: Fidelity) -> None:
+    """A model that repeats a whole tool call (same id, same args) in a later turn: it runs again."""
+    def scenario(run: Run) -> None:
+        log = run.path("calls.log")
+        call = {"name": "log_call", "args": {"key": "k", "log": str(log)}, "id": "call-1"}
+        script = [call, call, "logged twice"]
+        run.observe("output", _app(script, [log_call]).invoke(ask("log twice"), run.config()))
+        run.observe("lines", log.read_text(encoding="utf-8"))
 
     fid.check(scenario)
 
