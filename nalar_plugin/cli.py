@@ -11,6 +11,8 @@ from typing import Any
 
 import dask.config
 
+from .bench.agent_calls import SYSTEMS as AGENT_SYSTEMS
+from .bench.agent_calls import bench_agent
 from .bench.calls import bench_calls
 from .bench.compare import compare
 from .bench.compare import format_table as format_compare_table
@@ -72,6 +74,17 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 
 def _cmd_bench_calls(args: argparse.Namespace) -> int:
     data = bench_calls(args.n, repeat=args.repeat, progress=not args.no_progress, processes=args.processes or None)
+    _write_json(data, args.json)
+    return 0
+
+
+def _cmd_bench_agent(args: argparse.Namespace) -> int:
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in AGENT_SYSTEMS]
+    if unknown or not systems:
+        raise NalarError(f"unknown system(s) {unknown} for bench agent; known: {', '.join(AGENT_SYSTEMS)}")
+    data = bench_agent(args.runs, concurrency=args.concurrency, repeat=args.repeat, systems=systems,
+                       progress=not args.no_progress, processes=args.processes or None)
     _write_json(data, args.json)
     return 0
 
@@ -245,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE", help="write the result here")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(fn=_cmd_bench_calls)
+    a = bsub.add_parser("agent", help="driver CPU per call of a create_agent app: plain LangGraph next to nalar")
+    a.add_argument("--runs", type=int, default=1000, help="agent runs per round (three calls each)")
+    a.add_argument("--concurrency", type=int, default=50, help="runs at once")
+    a.add_argument("--repeat", type=int, default=3, help="rounds of each system, in turn; the median counts")
+    a.add_argument("--systems", default="langgraph,nalar",
+                   help=f"comma-separated, the first is the baseline (of {', '.join(AGENT_SYSTEMS)})")
+    a.add_argument("--processes", action="store_true", help="nalar: use worker processes")
+    a.add_argument("--json", metavar="FILE", help="write the result here")
+    a.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    a.set_defaults(fn=_cmd_bench_agent)
     k = bsub.add_parser("control", help="tick time with N outstanding futures, and local cost per call")
     k.add_argument("--futures", type=int, default=131072, help="outstanding futures")
     k.add_argument("--instances", type=int, default=64, help="instances")

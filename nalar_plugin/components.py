@@ -320,6 +320,12 @@ class Components:
                 return wrapped
         return obj
 
+    def directives_of(self, name: str) -> Directives | None:
+        """The directives of the deployed component ``name``, ``None`` if there is none."""
+        with self._lock:
+            found = self._deployed.get(name)
+        return None if found is None else found[1]
+
     def deployed(self, name: str) -> tuple[Any, Directives]:
         """The probe object and the directives of ``name``.
 

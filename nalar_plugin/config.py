@@ -46,6 +46,9 @@ Settings:
         request, and keeps that request's age in the queues: among calls of equal priority
         the older request goes first (default ``500ms``).
     graph-sessions: Sessions whose call graph ``rt.graph`` keeps (default 1000).
+    gc-freeze: Leave the objects tracked when the first Runtime opens (the cluster's,
+        mostly) out of Python's full garbage-collection passes until the last one
+        closes (:mod:`nalar_plugin.heap`; default ``True``).
     close-timeout: How long ``rt.close()`` waits for running calls to finish and commit
         (default ``30s``).
     rate-output-tokens: The output tokens a call of a component with a ``tpm`` limit is
@@ -111,6 +114,7 @@ DEFAULTS: dict[str, Any] = {
     "request-gap": "500ms",
     "graph-sessions": 1000,
     "close-timeout": "30s",
+    "gc-freeze": True,
     "rate-output-tokens": 256,
     "move-cost": "30s",
     "move-gain": 2.0,
@@ -156,6 +160,7 @@ def resolve(**overrides: Any) -> dict[str, Any]:
         "graph-sessions": int,
         "request-gap": _seconds,
         "close-timeout": _seconds,
+        "gc-freeze": _bool,
         "rate-output-tokens": int,
         "move-cost": _seconds,
         "move-gain": float,

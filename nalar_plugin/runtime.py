@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dask.utils import parse_timedelta
 
 from . import config as _config
+from . import heap
 from .adapters.service import AdapterService
 from .calls import CallPath
 from .cluster import check_main_guard, close_cluster, connect
@@ -146,6 +147,8 @@ class Runtime:
             self._teardown()
             raise
         register_runtime(self)
+        # What the cluster brought lives as long as the Runtime: full GC passes skip it.
+        self._frozen = bool(cfg["gc-freeze"]) and heap.freeze()
         self.plugins.notify("nalar_runtime_started", runtime=self)
 
     def _start(self, cfg: dict[str, Any], address: str | None) -> None:
@@ -244,7 +247,11 @@ class Runtime:
         self.closed = True
         self.plugins.notify("nalar_runtime_closing", runtime=self)
         unregister_runtime(self)
-        self._teardown()
+        try:
+            self._teardown()
+        finally:
+            if self._frozen:
+                heap.thaw()
 
     def _teardown(self) -> None:
         for step in (

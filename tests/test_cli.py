@@ -82,3 +82,24 @@ def test_state_gc_applies_the_retention_rules(tmp_path: Path) -> None:
     assert (report["sessions_before"], report["sessions_after"], report["sessions_forgotten"]) == (5, 2, 3)
     with nl.Runtime(state_dir=str(state)) as rt:
         assert sorted(rt.journal.sessions()) == ["s3", "s4"]  # the newest are kept
+
+
+def test_bench_agent_runs_each_system_in_turn(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    out = _nalar("bench", "agent", "--runs", "20", "--concurrency", "5", "--repeat", "1", "--systems",
+                 "langgraph,nalar,nalar:gc-freeze=0", "--json", str(path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert data["calls_per_round"] == 60 and data["baseline"] == "langgraph"
+    plain, nalar, unfrozen = (data["systems"][s] for s in ("langgraph", "nalar", "nalar:gc-freeze=0"))
+    assert plain["dask_loaded"] == 0 and nalar["dask_loaded"] == 1  # the baseline never loaded nalar or Dask
+    assert plain["frozen_objects"] == 0 and unfrozen["frozen_objects"] == 0 and nalar["frozen_objects"] > 0
+    assert all(row["cpu_per_call_us"] > 0 for row in data["systems"].values())
+    assert data["cpu_ratio"]["langgraph"] == 1.0
+    assert abs(data["cpu_ratio"]["nalar"] - nalar["cpu_per_call_us"] / plain["cpu_per_call_us"]) < 0.01
+
+
+def test_bench_agent_names_an_unknown_system() -> None:
+    out = _nalar("bench", "agent", "--systems", "langgraph,nope", "--no-progress")
+    assert out.returncode == 2
+    assert "unknown system(s) ['nope']" in out.stderr

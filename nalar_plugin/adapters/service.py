@@ -82,7 +82,7 @@ class AdapterService:
         self.closed = False
         self._lock = threading.Lock()
         self._models: dict[int, tuple[Any, str]] = {}  # id(model) -> (model, component)
-        self._directives: dict[tuple[int, str, str, tuple[tuple[str, Any], ...]], Directives] = {}
+        self._directives: dict[tuple[str, str, int, str, str], tuple[Directives, Directives | None]] = {}
         self._warned: set[int] = set()
         self._installed = False
         self._default: Switch | None = None
@@ -194,15 +194,16 @@ class AdapterService:
         no effects to protect, so they are not, unless their directives say
         ``idempotent=False``.
         """
-        key = (id(switch), kind, component, tuple(sorted(forced.items())))
-        found = self._directives.get(key)
-        if found is not None:
-            return found
         given = (switch.options.get("directives") or {}).get(component) or {}
+        # A deployed model's calls keep its component's affinity, capacity and resources.
+        deployed = self.components.directives_of(component) if kind == "model" else None
+        # Keyed by what they are made of, not by the switch: a run's handler is made per run.
+        key = (kind, component, id(deployed), repr(sorted(given.items())), repr(sorted(forced.items())))
+        found = self._directives.get(key)
+        if found is not None and found[1] is deployed:
+            return found[0]
         defaults: dict[str, Any] = {"idempotent": True} if kind == "model" else {}
-        if kind == "model" and component in self.components.names():
-            # A deployed model's calls keep its component's affinity, capacity and resources.
-            deployed = self.components.deployed(component)[1]
+        if deployed is not None:
             defaults.update(stateful=deployed.stateful, resources=dict(deployed.resources),
                             max_concurrency=deployed.max_concurrency)
         made = Directives(kind="tool" if kind == "tool" else "agent", **{**defaults, **given, **forced})
@@ -210,7 +211,7 @@ class AdapterService:
         with self._lock:
             if len(self._directives) > 4096:
                 self._directives.clear()
-            self._directives[key] = made
+            self._directives[key] = (made, deployed)
         return made
 
     def ships_tool(self, switch: Switch, name: str) -> bool:

@@ -89,3 +89,19 @@ def test_chat_models_deployed_with_plain_deploy_are_routed_too(rt: Runtime, repl
     assert final["messages"][-1].response_metadata["model_name"] == f"replica-{[first, second].index(served[0])}"
     # A direct component call still reaches the model's own methods.
     assert rt.call(name, "invoke", "hello").result().tool_calls[0]["name"] == "add"
+
+
+def test_directives_are_made_once_for_every_run_and_follow_a_later_deploy(rt_threads: Runtime,
+                                                                          replicas: list[Any]) -> None:
+    # Each run brings its own handler (rt.callback() per invoke): the directives of a
+    # component are still made once, from what they are made of, not once per handler.
+    name = f"llm-{uuid.uuid4().hex[:6]}"
+    service = rt_threads.adapters
+    one, two = rt_threads.callback().nalar_switch, rt_threads.callback().nalar_switch
+    plain = service.directives(one, "model", name, {})
+    assert service.directives(two, "model", name, {}) is plain and plain.idempotent
+    tuned = rt_threads.callback(directives={name: {"idempotent": False}}).nalar_switch
+    assert not service.directives(tuned, "model", name, {}).idempotent  # other options, other directives
+    rt_threads.deploy_model(name, [SimulatedChatModel(engine=replicas[0][0], script=SCRIPT)], capacity=3)
+    deployed = service.directives(one, "model", name, {})
+    assert deployed is not plain and deployed.max_concurrency == 3  # the component's, once it is deployed
