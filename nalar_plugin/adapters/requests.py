@@ -291,13 +291,28 @@ class AdapterCall:
         return await fut
 
 
+def _model_attr(model: Any, attr: str) -> Any:
+    """``getattr(model, attr, None)``, without pydantic's ``__getattr__`` for a missing name.
+
+    On a pydantic model, a name that is neither a field nor on the class goes through
+    ``BaseModel.__getattr__``, which builds an ``AttributeError``: on every model call
+    of a model without a ``model_name``, a measurable cost.
+    """
+    cls = type(model)
+    fields = getattr(cls, "__pydantic_fields__", None)
+    if not isinstance(fields, dict) or attr in fields or hasattr(cls, attr):
+        return getattr(model, attr, None)
+    extra = getattr(model, "__pydantic_extra__", None)
+    return extra.get(attr) if isinstance(extra, dict) else None
+
+
 def model_call(switch: Switch, model: Any, run_manager: Any, is_async: bool) -> tuple[AdapterCall, bool]:
     """The adapter call of a model call, and whether its model is a deployed component."""
     service = switch.service
     component = service.component_of(model)
     deployed = component is not None
     if component is None:
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
+        name = _model_attr(model, "model_name") or _model_attr(model, "model")
         component = name if isinstance(name, str) and name else type(model).__name__
     return AdapterCall(service, switch, "model", component, run_manager, is_async), deployed
 

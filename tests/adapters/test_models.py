@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel, ConfigDict
 
 from nalar_plugin import Runtime
+from nalar_plugin.adapters.requests import _model_attr
 from nalar_plugin.testing import EngineServer, SimulatedChatModel, SimulatedEngine
 
 from ._apps import add, react_graph
@@ -105,3 +107,24 @@ def test_directives_are_made_once_for_every_run_and_follow_a_later_deploy(rt_thr
     rt_threads.deploy_model(name, [SimulatedChatModel(engine=replicas[0][0], script=SCRIPT)], capacity=3)
     deployed = service.directives(one, "model", name, {})
     assert deployed is not plain and deployed.max_concurrency == 3  # the component's, once it is deployed
+
+
+def test_a_model_is_named_as_getattr_would_name_it() -> None:
+    class Fielded(BaseModel):
+        model_name: str = "fielded"
+
+    class Extra(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Prop(BaseModel):
+        @property
+        def model(self) -> str:
+            return "from-a-property"
+
+    class Plain:
+        model = "plain"
+
+    objects = [Fielded(), Extra(model="extra-name"), Extra(), Prop(), Plain(), object()]
+    for obj in objects:
+        for attr in ("model_name", "model"):
+            assert _model_attr(obj, attr) == getattr(obj, attr, None), (obj, attr)
