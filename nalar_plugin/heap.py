@@ -1,11 +1,12 @@
 """Short full passes of Python's cyclic garbage collector while a Runtime is open.
 
 A Runtime brings a Dask scheduler, its workers and their libraries into the
-process: about 110,000 objects the collector tracks, twice what a LangGraph app
-holds on its own. The collector's full (generation 2) passes walk every tracked
-object, so with the Runtime open each pass took three times as long, and on an
-agent app they cost the driver about 250 µs of CPU per call (``nalar bench
-calls --app``). Nearly all of those objects live as long as the Runtime.
+process: about 185,000 objects the collector tracks, next to the 113,000 a
+LangGraph app holds on its own. The collector's full (generation 2) passes walk
+every tracked object, and on a ``create_agent`` app the collector took 315 µs of
+the driver's CPU per call with a Runtime open against 95 µs without (``nalar
+bench agent``; 131 µs with the freeze below). Nearly all of those objects live
+as long as the Runtime.
 
 So, with ``nalar.gc-freeze`` (the default), the first Runtime to open moves every
 object tracked at that moment into the collector's permanent generation

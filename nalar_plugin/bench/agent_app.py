@@ -76,7 +76,7 @@ def build_app() -> Any:
     return importlib.import_module("langchain.agents").create_agent(ScriptedAgentModel(), [lookup])
 
 
-def _cpu_s() -> float:
+def _cpu_s() -> float:  # as in bench.calls, which this process must not import (it loads Dask)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 

@@ -29,7 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import agent_app
-from ..errors import NalarError
+from ..errors import ConfigError, NalarError
 
 __all__ = ["SYSTEMS", "bench_agent"]
 
@@ -72,11 +72,11 @@ def bench_agent(runs: int = 1000, *, concurrency: int = 50, repeat: int = 3, sys
         median of the ratios of rounds run one after the other.
 
     Raises:
-        ValueError: An unknown system.
+        ConfigError: An unknown system, or none.
     """
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
-        raise ValueError(f"unknown system(s) {unknown}; known: {', '.join(SYSTEMS)}")
+        raise ConfigError(f"unknown system(s) {unknown} for bench agent; known: {', '.join(SYSTEMS)}")
     rounds: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
     with tqdm(total=repeat * len(systems), desc="agent rounds", unit="round", disable=not progress,
               leave=False) as bar:
