@@ -87,11 +87,15 @@ def test_state_gc_applies_the_retention_rules(tmp_path: Path) -> None:
 def test_bench_agent_runs_each_system_in_turn(tmp_path: Path) -> None:
     path = tmp_path / "agent.json"
     out = _nalar("bench", "agent", "--runs", "20", "--concurrency", "5", "--repeat", "1", "--systems",
-                 "langgraph,nalar,nalar:gc-freeze=0", "--json", str(path), "--no-progress")
+                 "langgraph,nalar,nalar:gc-freeze=0,langgraph:callback", "--json", str(path), "--no-progress")
     assert out.returncode == 0, out.stderr
     data = json.loads(path.read_text())
     assert data["calls_per_round"] == 60 and data["baseline"] == "langgraph"
-    plain, nalar, unfrozen = (data["systems"][s] for s in ("langgraph", "nalar", "nalar:gc-freeze=0"))
+    plain, nalar, unfrozen, traced = (data["systems"][s] for s in ("langgraph", "nalar", "nalar:gc-freeze=0",
+                                                                    "langgraph:callback"))
+    # The handler took every run's events: per run the graph, its three node runs, two models and a tool, a start and an end each
+    assert traced["callback_events"] == 14 * 20 and traced["dask_loaded"] == 0
+    assert "callback_events" not in plain
     assert plain["dask_loaded"] == 0 and nalar["dask_loaded"] == 1  # the baseline never loaded nalar or Dask
     assert plain["frozen_objects"] == 0 and unfrozen["frozen_objects"] == 0 and nalar["frozen_objects"] > 0
     assert all(row["cpu_per_call_us"] > 0 for row in data["systems"].values())

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -69,6 +69,26 @@ async def lookup(topic: str) -> str:
     """Look a topic up (an I/O-bound tool: it awaits)."""
     await asyncio.sleep(0.002)
     return f"notes on {topic}"
+
+
+class NoOpHandler(BaseCallbackHandler):
+    """A callback handler that only counts its events: what LangChain's callback events cost on their own.
+
+    ``run_inline`` as nalar's handler has, so the events are called on the loop, not
+    sent to an executor; it takes the same start and end events as nalar's handler.
+    """
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def _count(self, *args: Any, **kwargs: Any) -> None:
+        self.events += 1
+
+    on_chain_start = on_chain_end = on_chain_error = _count
+    on_tool_start = on_tool_end = on_tool_error = _count
+    on_chat_model_start = on_llm_start = on_llm_end = on_llm_error = _count
 
 
 def build_app() -> Any:
@@ -129,9 +149,19 @@ def run_round(spec: dict[str, Any]) -> dict[str, float]:
     """Warm up, then measure one round of ``spec["system"]``."""
     app, runs, concurrency = build_app(), int(spec["runs"]), int(spec["concurrency"])
     warm = max(1, runs // 10)
-    if spec["system"] == "langgraph":
-        measure(app, warm, concurrency, lambda i: {})
-        return measure(app, runs, concurrency, lambda i: {})
+    if spec["system"].startswith("langgraph"):
+        handler = NoOpHandler()
+        plain = spec["system"] == "langgraph"
+
+        def lg_config(i: int) -> Any:
+            return {} if plain else {"callbacks": [handler]}
+
+        measure(app, warm, concurrency, lg_config)
+        handler.events = 0
+        row = measure(app, runs, concurrency, lg_config)
+        if not plain:
+            row["callback_events"] = float(handler.events)
+        return row
     nl = importlib.import_module("nalar_plugin")
     with nl.Runtime(**spec.get("runtime", {})) as rt:
         def config(i: int) -> Any:

@@ -12,9 +12,12 @@ Per system and round it reports the process's CPU time per call (all threads:
 in threads mode the Dask scheduler and workers are in the process too), the wall
 time, the time Python's cyclic garbage collector took per call (``gc.callbacks``)
 and the objects it tracks at the end (frozen ones included, and counted apart),
-and whether Dask was loaded in the round's process (``dask_loaded``, 0 or 1).
-Systems: ``langgraph``, ``nalar``, and ``nalar:gc-freeze=0`` (nalar without
-:mod:`nalar_plugin.heap`).
+and whether Dask was loaded in the round's process (``dask_loaded``, 0 or 1);
+for ``langgraph:callback`` also the callback events its handler took in the round.
+Systems: ``langgraph``, ``nalar``, ``nalar:gc-freeze=0`` (nalar without
+:mod:`nalar_plugin.heap`), and ``langgraph:callback``: plain LangGraph with one
+callback handler that does nothing (:class:`~nalar_plugin.bench.agent_app.NoOpHandler`),
+what LangChain's callback events cost any handler, a tracer's as much as nalar's.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from ..errors import ConfigError, NalarError
 
 __all__ = ["SYSTEMS", "bench_agent"]
 
-SYSTEMS = ("langgraph", "nalar", "nalar:gc-freeze=0")
+SYSTEMS = ("langgraph", "nalar", "nalar:gc-freeze=0", "langgraph:callback")
 _KEYS = ("cpu_per_call_us", "gc_per_call_us", "wall_s", "tracked_objects", "frozen_objects", "dask_loaded")
+_EXTRA = ("callback_events",)  # langgraph:callback only
 
 
 def _spec(system: str, runs: int, concurrency: int, runtime_kwargs: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {"system": system, "runs": runs, "concurrency": concurrency}
-    if system != "langgraph":
+    if not system.startswith("langgraph"):
         spec["runtime"] = dict(runtime_kwargs, gc_freeze=system != "nalar:gc-freeze=0")
     return spec
 
@@ -92,7 +96,7 @@ def bench_agent(runs: int = 1000, *, concurrency: int = 50, repeat: int = 3, sys
         "concurrency": concurrency,
         "repeat": repeat,
         "baseline": base,
-        "systems": {s: {k: round(statistics.median(r[k] for r in rows), 1) for k in _KEYS}
+        "systems": {s: {k: round(statistics.median(r[k] for r in rows), 1) for k in _KEYS + _EXTRA if k in rows[0]}
                     for s, rows in rounds.items()},
         "cpu_ratio": {s: round(statistics.median(
             r["cpu_per_call_us"] / b["cpu_per_call_us"] for r, b in zip(rounds[s], rounds[base], strict=True)), 3)
