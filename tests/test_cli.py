@@ -93,7 +93,7 @@ def test_bench_agent_runs_each_system_in_turn(tmp_path: Path) -> None:
     assert data["calls_per_round"] == 60 and data["baseline"] == "langgraph"
     plain, nalar, unfrozen, traced = (data["systems"][s] for s in ("langgraph", "nalar", "nalar:gc-freeze=0",
                                                                     "langgraph:callback"))
-    # The handler took every run's events: per run the graph, its three node runs, two models and a tool, a start and an end each
+    # A start and an end per run for the graph, its three node runs, two model calls and a tool call.
     assert traced["callback_events"] == 14 * 20 and traced["dask_loaded"] == 0
     assert "callback_events" not in plain
     assert plain["dask_loaded"] == 0 and nalar["dask_loaded"] == 1  # the baseline never loaded nalar or Dask

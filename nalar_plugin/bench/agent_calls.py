@@ -16,7 +16,7 @@ and whether Dask was loaded in the round's process (``dask_loaded``, 0 or 1);
 for ``langgraph:callback`` also the callback events its handler took in the round.
 Systems: ``langgraph``, ``nalar``, ``nalar:gc-freeze=0`` (nalar without
 :mod:`nalar_plugin.heap`), and ``langgraph:callback``: plain LangGraph with one
-callback handler that does nothing (:class:`~nalar_plugin.bench.agent_app.NoOpHandler`),
+callback handler that only counts its events (:class:`~nalar_plugin.bench.agent_app.NoOpHandler`):
 what LangChain's callback events cost any handler, a tracer's as much as nalar's.
 """
 
@@ -37,8 +37,6 @@ from ..errors import ConfigError, NalarError
 __all__ = ["SYSTEMS", "bench_agent"]
 
 SYSTEMS = ("langgraph", "nalar", "nalar:gc-freeze=0", "langgraph:callback")
-_KEYS = ("cpu_per_call_us", "gc_per_call_us", "wall_s", "tracked_objects", "frozen_objects", "dask_loaded")
-_EXTRA = ("callback_events",)  # langgraph:callback only
 
 
 def _spec(system: str, runs: int, concurrency: int, runtime_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +94,7 @@ def bench_agent(runs: int = 1000, *, concurrency: int = 50, repeat: int = 3, sys
         "concurrency": concurrency,
         "repeat": repeat,
         "baseline": base,
-        "systems": {s: {k: round(statistics.median(r[k] for r in rows), 1) for k in _KEYS + _EXTRA if k in rows[0]}
+        "systems": {s: {k: round(statistics.median(r[k] for r in rows), 1) for k in rows[0]}
                     for s, rows in rounds.items()},
         "cpu_ratio": {s: round(statistics.median(
             r["cpu_per_call_us"] / b["cpu_per_call_us"] for r, b in zip(rounds[s], rounds[base], strict=True)), 3)
