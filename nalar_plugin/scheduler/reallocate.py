@@ -48,7 +48,11 @@ class ReallocatePolicy(Policy):
       is taken to last ``move_horizon x c`` from when the taker's queueing was
       confirmed (``hold_ticks`` after it began, or after its last move in): a shift
       late in its life brings no more work past that, so a move then pays only for the
-      backlog already queued, not for work the mix would no longer send;
+      backlog already queued, not for work the mix would no longer send. With
+      ``drain`` (the default) the backlog still queued when the mix ends is drained
+      by the taker's own slots too, so the moved slots serve only their share of it
+      (their slots over all the taker's): a move late in a phase pays only for a
+      backlog too large for the taker to clear alone;
     - hysteresis: the same move is called for ``hold_ticks`` ticks in a row, and no
       instance moves back between two components within ``backoff x c`` of a move
       the other way;
@@ -86,6 +90,7 @@ class ReallocatePolicy(Policy):
         budget: Moves at most per window (``nalar.move-budget``, 3).
         budget_window: The budget's window in move costs (``nalar.move-budget-window``, 10).
         mix_age: Count the arriving mix's age against the work a move would serve.
+        drain: Count the taker's own slots draining its backlog once the mix ends.
         lend: Send a moved instance home when it is no longer needed where it went.
     """
 
@@ -95,9 +100,10 @@ class ReallocatePolicy(Policy):
                  margin: float = 1.0, *, guard: bool = True, mix: bool = True, move_cost_s: float | None = None,
                  gain: float | None = None, move_horizon: float | None = None, hold_ticks: int | None = None,
                  backoff: float | None = None, budget: int | None = None, budget_window: float | None = None,
-                 mix_age: bool = True, lend: bool = True) -> None:
+                 mix_age: bool = True, lend: bool = True, drain: bool = True) -> None:
         cfg = resolve()
         self.mix_age = bool(mix_age)
+        self.drain = bool(drain)
         self.lend = bool(lend)
         self.high = high
         self.low = low
@@ -294,7 +300,9 @@ class ReallocatePolicy(Policy):
 
         The arriving mix is taken to last ``move_horizon x cost`` from when the taker
         began to queue, ``age`` ago: the moved slots serve from the end of their warm-up
-        to the end of that.
+        to the end of that. While the mix lasts, the taker's own slots serve what
+        arrives and the moved ones its queue; after it, with ``drain``, the queue left is
+        drained by all the taker's slots, the moved ones serving their share.
         """
         if cost <= 0:
             return True
@@ -307,7 +315,10 @@ class ReallocatePolicy(Policy):
         window = max(0.0, (self.move_horizon - 1.0) * cost)  # the moved slots serve the taker this long
         # New work beyond the taker's slots arrives only while the mix lasts; the backlog stays.
         arriving = max(0.0, window - age) if self.mix_age else window
-        served = min(moved * window, after + max(0.0, excess) * arriving)
+        queued = after + max(0.0, excess) * arriving  # all the work the moved slots could serve
+        during = min(moved * arriving, queued)  # served while the mix lasts
+        share = moved / (moved + max(0, slots)) if self.drain else 1.0
+        served = min(moved * window, during + share * (queued - during))
         return served >= self.gain * moved * cost
 
     def _send_home(self, snapshot: Snapshot, pools: dict[str, Any], staying: dict[str, dict[str, Any]],

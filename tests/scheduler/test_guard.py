@@ -188,6 +188,20 @@ def test_the_budget_caps_moves_per_window() -> None:
     assert world.policy.refused["budget"] > 250
 
 
+def after(dip: int, pools: dict[str, Pool], **kw: bool) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
+    """Run ``pools`` for 30 ticks after code has queued for 50 s and then dipped for ``dip`` ticks.
+
+    While code queues, chat queues too and has nothing to give, so no move is made
+    and the clock of code's saturation runs.
+    """
+    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": Pool(2, rate=5.0, done=4.0, queued=1)}
+    cold = {"chat": SATURATED["chat"], "code": Pool(2, rate=1.0, done=1.0, in_flight=1)}
+    world = World(guard(hold_ticks=20, **kw))
+    world.run(50, busy)
+    world.run(dip, cold)
+    return world.run(30, pools), world.policy
+
+
 def test_a_shift_late_in_its_life_moves_nothing() -> None:
     # code gets 5 calls/s on 4 slots with a short queue: a move pays for its 30 s warm-up
     # only through the work the mix keeps sending. The mix is taken to last 3 x 30 s from
@@ -195,16 +209,6 @@ def test_a_shift_late_in_its_life_moves_nothing() -> None:
     growing = {"chat": SATURATED["chat"], "code": Pool(2, rate=5.0, done=4.0, queued=1)}
     fresh = World(guard(hold_ticks=20))
     assert fresh.run(30, growing) == [(21, Provision("code", where="chat/0"))]
-    # code queues for 50 s while chat, queueing too, has nothing to give: the clock runs.
-    busy = {"chat": Pool(3, rate=1.0, done=1.0, in_flight=2, queued=1), "code": growing["code"]}
-    cold = {"chat": SATURATED["chat"], "code": Pool(2, rate=1.0, done=1.0, in_flight=1)}
-
-    def after(dip: int, pools: dict[str, Pool], **kw: bool) -> tuple[list[tuple[int, Provision]], ReallocatePolicy]:
-        world = World(guard(hold_ticks=20, **kw))
-        world.run(50, busy)
-        world.run(dip, cold)
-        return world.run(30, pools), world.policy
-
     # A dip shorter than the hold: the same saturation, 35 s past its confirmation.
     moves, policy = after(5, growing)
     assert moves == [] and policy.refused["gain below cost"] >= 10
@@ -213,6 +217,23 @@ def test_a_shift_late_in_its_life_moves_nothing() -> None:
     assert after(5, SATURATED)[0] == [(75, Provision("code", where="chat/0"))]
     # A dip as long as the hold ends the saturation; a new one starts at 71.
     assert after(20, growing)[0] == [(90, Provision("code", where="chat/0"))]
+
+
+def test_a_late_move_pays_only_for_a_backlog_the_taker_could_not_clear_alone() -> None:
+    # code's 4 slots serve what arrives (4 calls/s) while 80 calls of 1 s wait.
+    queue = {"chat": SATURATED["chat"], "code": Pool(2, rate=4.0, done=4.0, queued=40)}
+    # Fresh, the mix is taken to go on: the moved slots would serve the queue, 80
+    # slot-seconds, more than the 60 their warm-up costs.
+    assert World(guard(hold_ticks=20)).run(30, queue) == [(20, Provision("code", where="chat/0"))]
+    # Past the mix's life, code's own 4 slots drain the queue with the 2 moved ones,
+    # which serve a third of it (27 slot-seconds): the move does not pay.
+    moves, policy = after(5, queue)
+    assert moves == [] and policy.refused["gain below cost"] >= 10
+    # Without the drain the moved slots are taken to serve all 80 slot-seconds.
+    assert after(5, queue, drain=False)[0] == [(75, Provision("code", where="chat/0"))]
+    # A queue of 200 calls is too long for code alone: a third of it pays.
+    long = {"chat": SATURATED["chat"], "code": Pool(2, rate=4.0, done=4.0, queued=100)}
+    assert after(5, long)[0] == [(75, Provision("code", where="chat/0"))]
 
 
 # The mix turned: chat is saturated and code, with chat/0 lent to it, has nothing queued.
