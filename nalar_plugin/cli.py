@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     _workload_options(cmp)
     cmp.set_defaults(fn=_cmd_bench_compare)
     sd = bsub.add_parser("seeds", help="merge one workload's comparisons on several seeds: ratios and excess removed")
-    sd.add_argument("files", nargs="+", metavar="COMPARE.json", help="the JSON of `nalar bench compare`, one per seed")
+    sd.add_argument("files", nargs="+", metavar="COMPARE.json",
+                    help="the JSON of `nalar bench compare`: one per seed, or one per seed and rate")
     sd.add_argument("--json", metavar="FILE", help="write the merged result here")
     sd.add_argument("--plot", metavar="FILE.png", help="write ratio and share of the excess removed against rate here")
     sd.set_defaults(fn=_cmd_bench_seeds)

@@ -83,21 +83,51 @@ def _spread(values: Sequence[float | None]) -> dict[str, Any]:
     return {"mean": round(statistics.fmean(known), 3), "min": min(known), "max": max(known), "seeds": list(values)}
 
 
+def join_rates(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Join comparisons of the same seed that ran different rates (each rate as its own process).
+
+    Returns one comparison per seed, in the order the seeds first appear, each
+    system's runs in order of rate.
+
+    Raises:
+        ConfigError: A seed's comparisons ran different systems, or a seed's rate is given twice.
+    """
+    joined: dict[Any, dict[str, Any]] = {}
+    for r in results:
+        seed = r["seed"]
+        if seed not in joined:
+            joined[seed] = {"workload": r["workload"], "seed": seed, "runs": {s: list(v) for s, v in r["runs"].items()}}
+            continue
+        into = joined[seed]["runs"]
+        if list(r["runs"]) != list(into):
+            raise ConfigError(f"seed {seed}'s comparisons ran different systems: {list(into)} and {list(r['runs'])}")
+        for system, runs in r["runs"].items():
+            into[system].extend(runs)
+    for seed, r in joined.items():
+        for system, runs in r["runs"].items():
+            rates = [x["rps_offered"] for x in runs]
+            if len(set(rates)) != len(rates):
+                raise ConfigError(f"seed {seed} gives a rate twice for {system}: {rates}")
+            runs.sort(key=lambda x: x["rps_offered"])
+    return list(joined.values())
+
+
 def merge_seeds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Merge ``nalar bench compare`` results of one workload on different seeds.
 
+    Comparisons of one seed at different rates are joined first (:func:`join_rates`).
+
     Raises:
-        ConfigError: No result, results of different workloads, a seed given twice, a
-            missing baseline, or systems or rates that differ between seeds.
+        ConfigError: No result, results of different workloads, a seed's rate given
+            twice, a missing baseline, or systems or rates that differ between seeds.
     """
     if not results:
         raise ConfigError("no comparison to merge")
     workloads = {r["workload"] for r in results}
     if len(workloads) != 1:
         raise ConfigError(f"comparisons of different workloads: {sorted(workloads)}")
+    results = join_rates(results)
     seeds = [r["seed"] for r in results]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"a seed is given twice: {seeds}")
     systems = list(results[0]["runs"])
     if BASELINE not in systems:
         raise ConfigError(f"the comparisons have no {BASELINE} baseline to take ratios to")

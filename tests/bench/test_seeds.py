@@ -73,6 +73,24 @@ def test_seeds_refuses_what_cannot_be_merged() -> None:
         merge_seeds([{**one, "runs": {"nalar": [run]}}])
 
 
+def test_comparisons_of_one_seed_at_different_rates_are_joined_in_order_of_rate() -> None:
+    def run(rate: float, mean: float) -> dict[str, object]:
+        return {"rps_offered": rate, "latency_s": {"mean": mean, "p99": 2 * mean}, "completed": 1, "requests": 1,
+                "lower_bound_s": 1.0, "critical_path_s": {"p99": 1.5}}
+
+    def cell(seed: int, rate: float, mine: float) -> dict[str, object]:
+        return {"workload": "router", "seed": seed, "runs": {"langgraph": [run(rate, 4.0)], "nalar": [run(rate, mine)]}}
+
+    merged = merge_seeds([cell(0, 2.0, 2.0), cell(1, 1.0, 3.0), cell(0, 1.0, 4.0), cell(1, 2.0, 1.0)])
+    assert merged["seeds"] == [0, 1] and merged["rates"] == [1.0, 2.0]
+    assert [row["mean_ratio"]["seeds"] for row in merged["systems"]["nalar"]] == [[1.0, 0.75], [0.5, 0.25]]
+    with pytest.raises(ConfigError, match="twice"):
+        merge_seeds([cell(0, 1.0, 2.0), cell(0, 1.0, 3.0)])
+    other = {"workload": "router", "seed": 0, "runs": {"langgraph": [run(2.0, 4.0)], "fcfs": [run(2.0, 4.0)]}}
+    with pytest.raises(ConfigError, match="different systems"):
+        merge_seeds([cell(0, 1.0, 2.0), other])
+
+
 def test_a_graph_app_on_a_trace_with_barrier_paths_is_floored_by_them() -> None:
     def run(app: str, mean: float) -> dict[str, object]:
         return {"rps_offered": 0.1, "app": app, "latency_s": {"mean": mean, "p99": 2 * mean}, "completed": 1,
