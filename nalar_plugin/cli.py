@@ -113,6 +113,16 @@ def _cmd_state_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -179,10 +189,11 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     curves: dict[str, list[Any]] = {s: [] for s in systems}
 
-    def keep(result: Any) -> None:
-        curves[result.summary["label"]].append((result.summary, latencies_of(result)))
+    def keep(summary: dict[str, Any], latencies: list[float]) -> None:
+        curves[summary["label"]].append((summary, latencies))
 
-    data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, **_settings(args))
+    data = compare(args.workload, rates, systems=systems, slo_factor=args.slo_factor, on_run=keep, jobs=args.jobs,
+                   **_settings(args))
     # Every completed request's latency, so the plots can be redrawn from the file.
     data["latencies_s"] = {label: [[round(x, 3) for x in lat] for _, lat in runs] for label, runs in curves.items()}
     title = f"{args.workload}: {', '.join(systems)} (seed {args.seed})"
@@ -312,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="systems to run, comma-separated; each may name its app and policy: nalar/graph@least_loaded")
     cmp.add_argument("--slo-factor", type=float, default=2.0,
                      help="router: the mean-latency bound of a sustained rate, times the lower bound")
+    cmp.add_argument("--jobs", type=_count, default=1,
+                     help="rates run at once, each in its own process (default 1); a rate's systems run in turn")
     _workload_options(cmp)
     cmp.set_defaults(fn=_cmd_bench_compare)
     sd = bsub.add_parser("seeds", help="merge one workload's comparisons on several seeds: ratios and excess removed")

@@ -9,11 +9,16 @@ sustained rate, where above 1 is better.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
-from .runner import SYSTEMS, RunResult, RunSettings, run
+from tqdm import tqdm
+
+from .plots import latencies_of
+from .runner import SYSTEMS, RunSettings, run
 
 __all__ = ["GOALS", "compare", "format_table", "knee", "parse_system", "sustained_rps"]
 
@@ -105,8 +110,43 @@ def parse_system(spec: str) -> dict[str, str | None]:
     return {"system": system, "app": app or None, "policy": policy or None}
 
 
+def _run_rate(workload: str, rate: float, systems: Sequence[str],
+              settings: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[float]]]:
+    """Every system at one rate: ``(label, summary, latencies)`` per system, in order."""
+    base = RunSettings(workload, BASELINE, rate, **settings)
+    out = []
+    for system in systems:
+        spec = parse_system(system)
+        result = run(replace(base, system=spec["system"] or BASELINE, app=spec["app"] or base.app,
+                             policy=spec["policy"] or base.policy))
+        result.summary["label"] = system
+        out.append((system, result.summary, latencies_of(result)))
+    return out
+
+
+def _run_rates(workload: str, rps: Sequence[float], systems: Sequence[str], settings: dict[str, Any],
+               jobs: int) -> Iterator[list[tuple[str, dict[str, Any], list[float]]]]:
+    """Each rate's runs, in order of rate; with ``jobs`` > 1, that many rates at once, each in its own process."""
+    if jobs <= 1 or len(rps) < 2:
+        for rate in rps:
+            yield _run_rate(workload, rate, systems, settings)
+        return
+    progress = settings.get("progress", True)
+    quiet = {**settings, "progress": False}  # one bar, over the rates, instead of one per run
+    # A fresh interpreter per process (spawn): the embedded cluster and its threads are not forked.
+    with ProcessPoolExecutor(max_workers=min(jobs, len(rps)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_rate, workload, rate, systems, quiet) for rate in rps]
+        with tqdm(total=len(futures), desc=f"{workload}: rates", unit="rate", disable=not progress) as bar:
+            for fut in as_completed(futures):
+                fut.result()  # a failed rate fails the comparison at once
+                bar.update()
+        for fut in futures:
+            yield fut.result()
+
+
 def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYSTEMS, slo_factor: float = 2.0,
-            on_run: Callable[[RunResult], None] | None = None, **settings: Any) -> dict[str, Any]:
+            on_run: Callable[[dict[str, Any], list[float]], None] | None = None, jobs: int = 1,
+            **settings: Any) -> dict[str, Any]:
     """Run every system at every offered rate on the same seed; return runs, ratios and goals.
 
     Args:
@@ -115,23 +155,22 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
         systems: Systems to run (the ratios need ``langgraph``); each may name its
             app and policy, ``nalar/graph@least_loaded`` (see :func:`parse_system`).
         slo_factor: The latency bound for "sustained", as a multiple of the lower bound.
-        on_run: Called with each run's result as it finishes (latencies for plots).
+        on_run: Called with each run's summary and the model-second latencies of its
+            completed requests (for plots), in order of rate and system.
+        jobs: Rates run at once, each in its own process (1: one after the other, here).
+            The systems of one rate always run one after the other, in the same process.
         **settings: Further :class:`~nalar_plugin.bench.runner.RunSettings` fields.
 
     Returns:
         ``{"workload", "seed", "runs": {system: [summary, ...]}, "ratios": [...], "goals": {...}}``.
     """
-    base_settings = RunSettings(workload, BASELINE, rps[0], **settings)
+    seed = RunSettings(workload, BASELINE, rps[0], **settings).seed  # checks the settings before any run
     by_system: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-    for rate in rps:
-        for system in systems:
-            spec = parse_system(system)
-            result = run(replace(base_settings, rps=rate, system=spec["system"] or BASELINE,
-                                 app=spec["app"] or base_settings.app, policy=spec["policy"] or base_settings.policy))
-            result.summary["label"] = system
-            by_system[system].append(result.summary)
+    for runs in _run_rates(workload, rps, systems, settings, jobs):
+        for system, summary, latencies in runs:
+            by_system[system].append(summary)
             if on_run is not None:
-                on_run(result)
+                on_run(summary, latencies)
     ratios = []
     for i, rate in enumerate(rps):
         if BASELINE not in by_system:
@@ -150,7 +189,7 @@ def compare(workload: str, rps: Sequence[float], *, systems: Sequence[str] = SYS
                 "imbalance": _ratio(m["per_engine_load_imbalance"], b["per_engine_load_imbalance"]),
             }
         ratios.append(row)
-    return {"workload": workload, "seed": base_settings.seed, "runs": by_system, "ratios": ratios,
+    return {"workload": workload, "seed": seed, "runs": by_system, "ratios": ratios,
             "goals": _goals(workload, by_system, slo_factor), "goal_text": {workload: GOALS[workload], "all": GOALS["all"]}}
 
 

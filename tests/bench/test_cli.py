@@ -35,7 +35,7 @@ def test_compare_runs_every_system_on_one_trace_and_reports_ratios() -> None:
     seen: list[str] = []
     result = compare("router", [1.0], systems=["langgraph", "fcfs"], duration_s=tiny["duration_s"],
                      time_scale=tiny["time_scale"], seed=2, progress=False,
-                     on_run=lambda r: seen.append(r.summary["system"]))
+                     on_run=lambda summary, latencies: seen.append(summary["system"]))
     assert seen == ["langgraph", "fcfs"]
     (row,) = result["ratios"]
     base, fcfs = result["runs"]["langgraph"][0], result["runs"]["fcfs"][0]
@@ -43,6 +43,32 @@ def test_compare_runs_every_system_on_one_trace_and_reports_ratios() -> None:
     assert row["fcfs/langgraph"]["mean"] == round(fcfs["latency_s"]["mean"] / base["latency_s"]["mean"], 3)
     table = format_table(result)
     assert "fcfs" in table and "langgraph" in table and "ratio = system / langgraph" in table
+
+
+def test_compare_with_jobs_runs_each_rate_in_its_own_process_and_joins_them_in_order(tmp_path: Path) -> None:
+    tiny = TINY["router"]
+    out_json, out_png = tmp_path / "router.json", tmp_path / "router.png"
+    args = ("bench", "compare", "router", "--rps", "2,1", "--systems", "langgraph,fcfs", "--duration",
+            str(tiny["duration_s"]), "--time-scale", str(tiny["time_scale"]), "--seed", "2", "--no-progress")
+    proc = _nalar(*args, "--jobs", "2", "--json", str(out_json), "--plot", str(out_png))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out_json.read_text())
+    for system in ("langgraph", "fcfs"):
+        runs = data["runs"][system]
+        assert [r["rps_offered"] for r in runs] == [2.0, 1.0]  # the order asked for
+        assert all(r["completed"] == r["requests"] and r["seed"] == 2 for r in runs)
+        assert [len(lat) for lat in data["latencies_s"][system]] == [r["completed"] for r in runs]
+    assert [row["rps"] for row in data["ratios"]] == [2.0, 1.0]
+    for row, base, fcfs in zip(data["ratios"], data["runs"]["langgraph"], data["runs"]["fcfs"]):
+        assert row["fcfs/langgraph"]["mean"] == round(fcfs["latency_s"]["mean"] / base["latency_s"]["mean"], 3)
+    assert "fcfs" in proc.stdout and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same trace whether its rates ran in turn or at once.
+    one = json.loads(out_json.read_text())["runs"]["langgraph"][1]
+    proc = _nalar(*args[:4], "1", *args[5:], "--json", str(out_json))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out_json.read_text())["runs"]["langgraph"][0]["requests"] == one["requests"]
+    bad = _nalar(*args, "--jobs", "0")
+    assert bad.returncode != 0 and "expected 1 or more" in bad.stderr
 
 
 def _run(rps: float, mean: float, p99: float, failed: int = 0, bound: float = 10.0) -> dict[str, object]:
