@@ -137,9 +137,14 @@ def _run_rates(workload: str, rps: Sequence[float], systems: Sequence[str], sett
     with ProcessPoolExecutor(max_workers=min(jobs, len(rps)), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_rate, workload, rate, systems, quiet) for rate in rps]
         with tqdm(total=len(futures), desc=f"{workload}: rates", unit="rate", disable=not progress) as bar:
-            for fut in as_completed(futures):
-                fut.result()  # a failed rate fails the comparison at once
-                bar.update()
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()  # a failed rate fails the comparison: no rate not yet started starts
+                raise
         for fut in futures:
             yield fut.result()
 

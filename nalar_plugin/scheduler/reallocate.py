@@ -317,7 +317,7 @@ class ReallocatePolicy(Policy):
         arriving = max(0.0, window - age) if self.mix_age else window
         queued = after + max(0.0, excess) * arriving  # all the work the moved slots could serve
         during = min(moved * arriving, queued)  # served while the mix lasts
-        share = moved / (moved + max(0, slots)) if self.drain else 1.0
+        share = moved / max(1, moved + slots) if self.drain else 1.0
         served = min(moved * window, during + share * (queued - during))
         return served >= self.gain * moved * cost
 
